@@ -1,0 +1,453 @@
+//! The one configuration struct, loaded as defaults < TOML file < `SWITCHBOARD_*` env < flags.
+//!
+//! Env vars are named `SWITCHBOARD_<SECTION>_<KEY>` (`SWITCHBOARD_SERVER_LISTEN`), or
+//! `SWITCHBOARD_<KEY>` for top-level keys. Values are parsed as TOML literals when they parse
+//! (`10`, `true`) and as strings otherwise (`127.0.0.1:8080`, `"500ms"`). Env is read through
+//! [`Env`], so tests pass a map and never touch the process environment.
+
+use crate::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of every env var.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// A bad configuration. Exit code 78 (EX_CONFIG).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// Values that parse but make no sense; every problem is listed.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl ErrorCode for ConfigError {
+    fn code(&self) -> &'static str {
+        "bad_config"
+    }
+    fn http_status(&self) -> u16 {
+        500
+    }
+}
+
+/// Which deployment shape a node runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One process, embedded storage, in-process bus and presence.
+    Standalone,
+    /// Many gateways with Redis, Kafka and PostgreSQL (not yet implemented).
+    Cluster,
+}
+
+/// SQLite durability level for commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every (group) commit: an ack survives power loss.
+    Full,
+    /// WAL fsync at checkpoints only: an ack survives a process crash, not power loss.
+    Normal,
+}
+
+/// Everything a Switchboard node reads at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Deployment shape. Default: standalone.
+    pub mode: Mode,
+    /// This node's id in presence and delivery routing. Default: "gw-1".
+    pub node_id: String,
+    /// Listeners and data location.
+    pub server: ServerConfig,
+    /// Tokens and passwords.
+    pub auth: AuthConfig,
+    /// WebSocket keepalive and limits.
+    pub ws: WsConfig,
+    /// Embedded storage.
+    pub storage: StorageConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Client listener (REST + WebSocket). Default: 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// Admin listener (/healthz, /readyz, /metrics). Default: 127.0.0.1:9090.
+    pub admin_listen: SocketAddr,
+    /// Where the database, media and the development signing key live. Default: ./data.
+    pub data_dir: PathBuf,
+    /// Largest accepted media upload, bytes. Default: 16 MiB.
+    pub media_max_bytes: usize,
+    /// Largest accepted JSON request body, bytes. Default: 64 KiB.
+    pub json_max_bytes: usize,
+    /// Most client connections held at once; more are refused with 503. Default: 1,000,000.
+    pub max_connections: usize,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing secret (>= 32 bytes). Default: unset, then `jwt_secret_file` is used.
+    pub jwt_secret: Option<String>,
+    /// File holding the secret; created with a random development key if missing.
+    /// Default: `<data_dir>/jwt.key`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Access token lifetime. Default: 15m.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// Refresh token lifetime. Default: 30 days.
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    /// Shortest accepted password, characters. Default: 6.
+    pub password_min_len: usize,
+    /// argon2id memory cost, KiB. Default: 19456 (OWASP's minimum).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes. Default: 2.
+    pub argon2_iterations: u32,
+}
+
+/// `[ws]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Largest frame or reassembled message, bytes; larger closes with 1009. Default: 64 KiB.
+    pub max_frame_bytes: usize,
+    /// Longest message body, characters. Default: 16384.
+    pub max_message_chars: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (1013).
+    /// Default: 1 MiB.
+    pub outbound_queue_bytes: usize,
+    /// How often the server pings every connection. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection silent for this long (no frame, no pong) is closed. Default: 75s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A write that makes no progress for this long closes the connection. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Sends waiting for the router at once; past this a send gets `overloaded`. Default: 65536.
+    pub send_queue: usize,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Commit durability. Default: full.
+    pub durability: Durability,
+    /// Most writes grouped into one transaction (group commit). Default: 512.
+    pub batch_max: usize,
+    /// Read connections. Default: 4.
+    pub readers: usize,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest a graceful shutdown may take before the rest is dropped. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Standalone,
+            node_id: "gw-1".into(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            ws: WsConfig::default(),
+            storage: StorageConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9090).into(),
+            data_dir: PathBuf::from("./data"),
+            media_max_bytes: 16 << 20,
+            json_max_bytes: 64 << 10,
+            max_connections: 1_000_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            password_min_len: 6,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 << 10,
+            max_message_chars: 16384,
+            outbound_queue_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(10),
+            send_queue: 65536,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { durability: Durability::Full, batch_max: 512, readers: 4 }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period: Duration::from_secs(10) }
+    }
+}
+
+/// Where env vars come from: the process, or a map in tests.
+pub trait Env {
+    /// The value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct OsEnv;
+
+impl Env for OsEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// One settable key: its dotted path, env var and default, for `config defaults`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// `section.key` or `key`.
+    pub key: String,
+    /// `SWITCHBOARD_SECTION_KEY`.
+    pub env: String,
+    /// The default, as TOML.
+    pub default: String,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then env, then `overrides` (`section.key=value`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for unreadable files, bad syntax, unknown keys, wrong types or invalid values.
+    pub fn load(file: Option<&Path>, env: &dyn Env, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for info in Self::keys() {
+            if let Some(v) = env.get(&info.env) {
+                set_path(&mut tree, &info.key, literal(&v));
+            }
+        }
+        for (k, v) in overrides {
+            set_path(&mut tree, k, literal(v));
+        }
+        let cfg: Config = toml::Value::Table(tree).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every settable key with its env var and default.
+    pub fn keys() -> Vec<KeyInfo> {
+        let defaults = toml::Value::try_from(Config::default()).expect("default config serializes");
+        let mut out = Vec::new();
+        if let toml::Value::Table(t) = defaults {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(section) => {
+                        for (sk, sv) in section {
+                            out.push(KeyInfo {
+                                env: format!("{ENV_PREFIX}{}_{}", k.to_uppercase(), sk.to_uppercase()),
+                                key: format!("{k}.{sk}"),
+                                default: sv.to_string(),
+                            });
+                        }
+                    }
+                    other => out.push(KeyInfo {
+                        env: format!("{ENV_PREFIX}{}", k.to_uppercase()),
+                        key: k,
+                        default: other.to_string(),
+                    }),
+                }
+            }
+        }
+        // Optional keys have no default and so do not serialize; list them anyway.
+        for key in ["auth.jwt_secret", "auth.jwt_secret_file"] {
+            out.push(KeyInfo {
+                env: format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase()),
+                key: key.into(),
+                default: "(unset)".into(),
+            });
+        }
+        out
+    }
+
+    /// Checks values that parse but cannot work, reporting every problem at once.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing each problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            errs.push("node_id must be 1-64 characters".into());
+        }
+        if self.mode == Mode::Cluster {
+            errs.push("mode = \"cluster\" is not implemented yet; use standalone".into());
+        }
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            errs.push("auth.jwt_secret must be at least 32 bytes".into());
+        }
+        if self.auth.password_min_len == 0 {
+            errs.push("auth.password_min_len must be at least 1".into());
+        }
+        if crate::auth::PasswordHasher::new(self.auth.argon2_memory_kib, self.auth.argon2_iterations).is_err() {
+            errs.push("auth.argon2_memory_kib/argon2_iterations are outside argon2's limits".into());
+        }
+        if self.auth.access_ttl.is_zero() || self.auth.refresh_ttl <= self.auth.access_ttl {
+            errs.push("auth.access_ttl must be > 0 and below auth.refresh_ttl".into());
+        }
+        if !(128..=16 << 20).contains(&self.ws.max_frame_bytes) {
+            errs.push("ws.max_frame_bytes must be between 128 B and 16 MiB".into());
+        }
+        if self.ws.outbound_queue_bytes < self.ws.max_frame_bytes {
+            errs.push("ws.outbound_queue_bytes must be at least ws.max_frame_bytes".into());
+        }
+        if self.ws.idle_timeout <= self.ws.ping_interval {
+            errs.push("ws.idle_timeout must be longer than ws.ping_interval".into());
+        }
+        if self.ws.send_queue == 0 || self.storage.batch_max == 0 || self.storage.readers == 0 {
+            errs.push("ws.send_queue, storage.batch_max and storage.readers must be at least 1".into());
+        }
+        if self.server.media_max_bytes == 0 {
+            errs.push("server.media_max_bytes must be at least 1".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+}
+
+fn literal(v: &str) -> toml::Value {
+    format!("x = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("x"))
+        .unwrap_or_else(|| toml::Value::String(v.to_owned()))
+}
+
+fn set_path(tree: &mut toml::Table, path: &str, value: toml::Value) {
+    match path.split_once('.') {
+        Some((section, key)) => {
+            let entry = tree.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.to_owned(), value);
+            }
+        }
+        None => {
+            tree.insert(path.to_owned(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &env(&[]), &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "node_id = \"from-file\"\n[ws]\nping_interval = \"5s\"\nidle_timeout = \"20s\"\n").unwrap();
+        let e = env(&[("SWITCHBOARD_NODE_ID", "from-env"), ("SWITCHBOARD_WS_PING_INTERVAL", "7s")]);
+        let c = Config::load(Some(&file), &e, &[("node_id".into(), "from-flag".into())]).unwrap();
+        assert_eq!(c.node_id, "from-flag");
+        assert_eq!(c.ws.ping_interval, Duration::from_secs(7));
+        assert_eq!(c.ws.idle_timeout, Duration::from_secs(20));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported() {
+        let e = env(&[]);
+        let err = Config::load(None, &e, &[("server.lisen".into(), "x".into())]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::load(
+            None,
+            &e,
+            &[("auth.password_min_len".into(), "0".into()), ("ws.max_frame_bytes".into(), "1".into())],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(list) = err else { panic!("expected Invalid") };
+        assert!(list.len() >= 2, "{list:?}");
+    }
+
+    #[test]
+    fn keys_list_env_names() {
+        let keys = Config::keys();
+        assert!(keys.iter().any(|k| k.key == "server.listen" && k.env == "SWITCHBOARD_SERVER_LISTEN"));
+        assert!(keys.iter().any(|k| k.key == "auth.jwt_secret"));
+    }
+}

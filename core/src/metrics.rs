@@ -1,0 +1,57 @@
+//! Metric names (`switchboard_<subsystem>_<name>_<unit>`), described once at startup.
+//! Labels come from bounded sets only: opcode, code, reason, kind.
+
+/// Metric name constants.
+pub mod names {
+    /// Gauge: open client WebSocket connections.
+    pub const GATEWAY_CONNECTIONS_ACTIVE: &str = "switchboard_gateway_connections_active";
+    /// Counter: accepted WebSocket upgrades.
+    pub const GATEWAY_CONNECTIONS_TOTAL: &str = "switchboard_gateway_connections_total";
+    /// Counter{opcode}: frames read from clients.
+    pub const GATEWAY_FRAMES_RECEIVED: &str = "switchboard_gateway_frames_received_total";
+    /// Counter: frames written to clients.
+    pub const GATEWAY_FRAMES_SENT: &str = "switchboard_gateway_frames_sent_total";
+    /// Counter{reason}: connections closed by the server.
+    pub const GATEWAY_CLOSED: &str = "switchboard_gateway_connections_closed_total";
+    /// Counter{reason}: frames dropped from an outbound queue.
+    pub const GATEWAY_SEND_QUEUE_DROPPED: &str = "switchboard_gateway_send_queue_dropped_total";
+    /// Counter{code}: error frames and HTTP errors sent.
+    pub const GATEWAY_ERRORS: &str = "switchboard_gateway_errors_total";
+    /// Histogram: HTTP request duration.
+    pub const HTTP_REQUEST_DURATION: &str = "switchboard_http_request_duration_seconds";
+    /// Counter: messages committed by the router.
+    pub const ROUTER_MESSAGES: &str = "switchboard_router_messages_total";
+    /// Counter: resends answered from the dedupe index.
+    pub const ROUTER_DUPLICATES: &str = "switchboard_router_duplicates_total";
+    /// Histogram: messages per group-commit batch.
+    pub const ROUTER_BATCH_SIZE: &str = "switchboard_router_batch_size";
+    /// Histogram: time from batch start to commit + fan-out.
+    pub const ROUTER_DELIVER_DURATION: &str = "switchboard_router_deliver_duration_seconds";
+    /// Counter: recipients with no live connection when a message was routed.
+    pub const ROUTER_OFFLINE_RECIPIENTS: &str = "switchboard_router_offline_recipients_total";
+    /// Histogram: store transaction duration.
+    pub const STORE_COMMIT_DURATION: &str = "switchboard_store_commit_duration_seconds";
+    /// Histogram: write jobs per store transaction.
+    pub const STORE_COMMIT_BATCH: &str = "switchboard_store_commit_batch_size";
+}
+
+/// Registers descriptions for every metric (call once after installing a recorder).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use names::*;
+    describe_gauge!(GATEWAY_CONNECTIONS_ACTIVE, "Open client WebSocket connections");
+    describe_counter!(GATEWAY_CONNECTIONS_TOTAL, "Accepted WebSocket upgrades");
+    describe_counter!(GATEWAY_FRAMES_RECEIVED, "Frames read from clients, by opcode");
+    describe_counter!(GATEWAY_FRAMES_SENT, "Frames written to clients");
+    describe_counter!(GATEWAY_CLOSED, "Connections closed by the server, by reason");
+    describe_counter!(GATEWAY_SEND_QUEUE_DROPPED, "Frames dropped from outbound queues, by reason");
+    describe_counter!(GATEWAY_ERRORS, "Errors returned to clients, by code");
+    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "HTTP request duration");
+    describe_counter!(ROUTER_MESSAGES, "Messages committed");
+    describe_counter!(ROUTER_DUPLICATES, "Resends answered from the dedupe index");
+    describe_histogram!(ROUTER_BATCH_SIZE, "Messages per group-commit batch");
+    describe_histogram!(ROUTER_DELIVER_DURATION, Unit::Seconds, "Commit plus fan-out time per batch");
+    describe_counter!(ROUTER_OFFLINE_RECIPIENTS, "Recipients offline when a message was routed");
+    describe_histogram!(STORE_COMMIT_DURATION, Unit::Seconds, "Store transaction duration");
+    describe_histogram!(STORE_COMMIT_BATCH, "Write jobs per store transaction");
+}

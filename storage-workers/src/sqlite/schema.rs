@@ -1,0 +1,104 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Append a new entry to [`MIGRATIONS`] to change the schema; never edit a released one.
+
+use rusqlite::Connection;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_name     TEXT NOT NULL,
+    email         TEXT UNIQUE COLLATE NOCASE,
+    phone         TEXT UNIQUE,
+    password_hash TEXT,
+    created_at    INTEGER NOT NULL,
+    last_seen     INTEGER,
+    deleted_at    INTEGER
+);
+CREATE TABLE refresh_tokens (
+    jti        TEXT PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    device_id  TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX refresh_by_device ON refresh_tokens(user_id, device_id);
+CREATE TABLE devices (
+    user_id   INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    cursor    INTEGER,
+    PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE groups (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    created_by INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE conversations (
+    id              TEXT PRIMARY KEY,
+    group_id        INTEGER,
+    last_seq        INTEGER NOT NULL DEFAULT 0,
+    last_message_id INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE members (
+    conv_id       TEXT NOT NULL,
+    user_id       INTEGER NOT NULL,
+    joined_seq    INTEGER NOT NULL DEFAULT 0,
+    delivered_seq INTEGER NOT NULL DEFAULT 0,
+    read_seq      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conv_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members(user_id);
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    conv_id       TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    sender_id     INTEGER NOT NULL,
+    sender_device TEXT NOT NULL,
+    client_msg_id TEXT,
+    body          TEXT NOT NULL,
+    media_id      TEXT,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (conv_id, seq)
+);
+CREATE UNIQUE INDEX messages_dedupe ON messages(sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE INDEX messages_by_media ON messages(media_id) WHERE media_id IS NOT NULL;
+CREATE TABLE inbox (
+    user_id    INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, message_id)
+) WITHOUT ROWID;
+CREATE TABLE media (
+    id           TEXT PRIMARY KEY,
+    uploader     INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_rowid='id');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
+END;
+"#];
+
+/// Brings the database to the newest schema version.
+///
+/// # Errors
+/// When a migration fails (the transaction is rolled back), or the database is newer than
+/// this binary.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<u32> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(MIGRATIONS.len() as u32)
+}
