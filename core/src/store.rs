@@ -212,6 +212,28 @@ pub struct Media {
     pub size: i64,
 }
 
+/// Where a backlog page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFrom {
+    /// After the device's cursor; for a device never seen, every message not yet delivered to
+    /// any of the user's devices.
+    Device,
+    /// Every message after this id (an explicit `sync`).
+    After(MessageId),
+    /// Messages after this id not yet delivered to any of the user's devices (next page of a
+    /// new device's backlog).
+    Undelivered(MessageId),
+}
+
+/// One backlog page.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// Messages, oldest first.
+    pub messages: Vec<MessageView>,
+    /// Where the next page starts, when this one was full.
+    pub next: Option<SyncFrom>,
+}
+
 /// Who must hear about a receipt: each author whose messages it newly covered, with the newest
 /// such message.
 pub type ReceiptNotices = Vec<(UserId, MessageId)>;
@@ -280,16 +302,8 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> Result<ReceiptNotices, StoreError>;
     /// Moves a device's sync cursor forward to `message`.
     async fn advance_cursor(&self, user: UserId, device: &DeviceId, message: MessageId) -> Result<(), StoreError>;
-    /// Messages a device has not acknowledged, oldest first: after `after` when given, else
-    /// after the device's cursor, else (a device never seen) every message not yet delivered
-    /// to any of the user's devices.
-    async fn backlog(
-        &self,
-        user: UserId,
-        device: &DeviceId,
-        after: Option<MessageId>,
-        limit: usize,
-    ) -> Result<Vec<MessageView>, StoreError>;
+    /// One page of the messages a device has not acknowledged, oldest first (see [`SyncFrom`]).
+    async fn backlog(&self, user: UserId, device: &DeviceId, from: SyncFrom, limit: usize) -> Result<Backlog, StoreError>;
 
     /// Records an uploaded object.
     async fn save_media(&self, media: Media) -> Result<(), StoreError>;

@@ -1,0 +1,364 @@
+//! Messages, receipts, device cursors, history, chat list and search: plain functions on a
+//! connection, run by [`super::SqliteStore`] on the writer thread or a reader.
+
+use super::pool::backend;
+use super::users;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use switchboard_core::ids::{ConversationId, DeviceId, MessageId, UserId};
+use switchboard_core::protocol::{MediaRef, MessageView, ReceiptStatus, Target};
+use switchboard_core::store::{Appended, Backlog, ChatSummary, NewMessage, Page, ReceiptNotices, StoreError, SyncFrom};
+use switchboard_core::time::now_ms;
+
+const MSG_COLS: &str = "m.id, m.conv_id, m.seq, m.sender_id, m.body, m.media_id, m.created_at, m.client_msg_id, \
+                        md.content_type, md.size";
+const MSG_FROM: &str = "messages m LEFT JOIN media md ON md.id = m.media_id";
+
+fn view_row(r: &Row<'_>) -> rusqlite::Result<(MessageView, ConversationId)> {
+    let conv_s: String = r.get(1)?;
+    let conv = ConversationId::parse(&conv_s).ok_or(rusqlite::Error::InvalidColumnType(
+        1,
+        "conv_id".into(),
+        rusqlite::types::Type::Text,
+    ))?;
+    let sender = UserId(r.get(3)?);
+    let media = r.get::<_, Option<String>>(5)?.map(|media_id| MediaRef { media_id, content_type: None, size: None });
+    let media = match media {
+        Some(mut m) => {
+            m.content_type = r.get(8)?;
+            m.size = r.get(9)?;
+            Some(m)
+        }
+        None => None,
+    };
+    let (receiver_id, group_id) = match conv {
+        ConversationId::Direct(..) => (conv.peer_of(sender), None),
+        ConversationId::Group(g) => (None, Some(g)),
+    };
+    let view = MessageView {
+        message_id: MessageId(r.get(0)?),
+        sender_id: sender,
+        receiver_id,
+        group_id,
+        message: r.get(4)?,
+        media,
+        conversation_seq: r.get(2)?,
+        timestamp: r.get(6)?,
+        client_msg_id: r.get(7)?,
+    };
+    Ok((view, conv))
+}
+
+fn views(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<MessageView>, StoreError> {
+    let mut st = c.prepare_cached(sql).map_err(backend)?;
+    let rows = st.query_map(p, |r| view_row(r).map(|(v, _)| v)).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub fn message(c: &Connection, id: MessageId) -> Result<Option<(MessageView, ConversationId)>, StoreError> {
+    c.query_row(&format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.id = ?1"), [id.0], view_row)
+        .optional()
+        .map_err(backend)
+}
+
+/// Appends one message (the caller wraps it in a savepoint).
+pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
+    if let Some(cid) = &m.client_msg_id {
+        let sql = format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.sender_id = ?1 AND m.client_msg_id = ?2");
+        if let Some((view, conversation)) = c.query_row(&sql, params![m.sender.0, cid], view_row).optional().map_err(backend)? {
+            return Ok(Appended { view, conversation, recipients: Vec::new(), duplicate: true });
+        }
+    }
+    let conv = m.target.conversation(m.sender);
+    let conv_s = conv.to_string();
+    match m.target {
+        Target::User(u) => {
+            users::user(c, u)?.ok_or(StoreError::NotFound("receiver"))?;
+            c.execute("INSERT OR IGNORE INTO conversations (id) VALUES (?1)", [&conv_s]).map_err(backend)?;
+            let mut ins = c.prepare_cached("INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)").map_err(backend)?;
+            ins.execute(params![conv_s, m.sender.0]).map_err(backend)?;
+            ins.execute(params![conv_s, u.0]).map_err(backend)?;
+        }
+        Target::Group(g) => {
+            if !is_member(c, &conv_s, m.sender)? {
+                return Err(match users::group(c, g)? {
+                    Some(_) => StoreError::Forbidden("not a member of this group"),
+                    None => StoreError::NotFound("group"),
+                });
+            }
+        }
+    }
+    let media = match &m.media_id {
+        Some(id) => {
+            let md = users::media_for(c, m.sender, id)?.ok_or(StoreError::NotFound("media"))?;
+            Some(MediaRef { media_id: md.media_id, content_type: Some(md.content_type), size: Some(md.size) })
+        }
+        None => None,
+    };
+    let seq: i64 = c
+        .query_row("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq", [&conv_s], |r| r.get(0))
+        .map_err(backend)?;
+    let ts = now_ms();
+    c.prepare_cached(
+        "INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut st| st.execute(params![conv_s, seq, m.sender.0, m.sender_device.0, m.client_msg_id, m.text, m.media_id, ts]))
+    .map_err(backend)?;
+    let id = c.last_insert_rowid();
+    c.execute("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1", params![conv_s, id]).map_err(backend)?;
+    let recipients = conv_members(c, &conv_s, m.sender)?;
+    let mut inbox = c.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, message_id) VALUES (?1, ?2)").map_err(backend)?;
+    for u in recipients.iter().chain([&m.sender]) {
+        inbox.execute(params![u.0, id]).map_err(backend)?;
+    }
+    // The author has, by definition, seen their own message.
+    c.prepare_cached(
+        "UPDATE members SET delivered_seq = MAX(delivered_seq, ?3), read_seq = MAX(read_seq, ?3)
+         WHERE conv_id = ?1 AND user_id = ?2",
+    )
+    .and_then(|mut st| st.execute(params![conv_s, m.sender.0, seq]))
+    .map_err(backend)?;
+    let (receiver_id, group_id) = match m.target {
+        Target::User(u) => (Some(u), None),
+        Target::Group(g) => (None, Some(g)),
+    };
+    let view = MessageView {
+        message_id: MessageId(id),
+        sender_id: m.sender,
+        receiver_id,
+        group_id,
+        message: m.text.clone(),
+        media,
+        conversation_seq: seq,
+        timestamp: ts,
+        client_msg_id: m.client_msg_id.clone(),
+    };
+    Ok(Appended { view, conversation: conv, recipients, duplicate: false })
+}
+
+fn is_member(c: &Connection, conv: &str, u: UserId) -> Result<bool, StoreError> {
+    c.prepare_cached("SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2")
+        .and_then(|mut st| st.exists(params![conv, u.0]))
+        .map_err(backend)
+}
+
+fn conv_members(c: &Connection, conv: &str, except: UserId) -> Result<Vec<UserId>, StoreError> {
+    let mut st = c.prepare_cached("SELECT user_id FROM members WHERE conv_id = ?1 AND user_id != ?2").map_err(backend)?;
+    let rows = st.query_map(params![conv, except.0], |r| Ok(UserId(r.get(0)?))).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub fn history(c: &Connection, conv: ConversationId, viewer: UserId, before: Option<i64>, limit: usize) -> Result<Page<MessageView>, StoreError> {
+    let conv_s = conv.to_string();
+    let joined: i64 = c
+        .query_row("SELECT joined_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, viewer.0], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .unwrap_or(0);
+    let sql = format!(
+        "SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.conv_id = ?1 AND m.seq > ?2 AND m.seq < ?3 ORDER BY m.seq DESC LIMIT ?4"
+    );
+    let mut items = views(c, &sql, params![conv_s, joined, before.unwrap_or(i64::MAX), limit as i64 + 1])?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    items.reverse();
+    let next_cursor = if more { items.first().map(|m| m.conversation_seq.to_string()) } else { None };
+    Ok(Page { items, next_cursor })
+}
+
+pub fn chats(c: &Connection, user: UserId, cursor: Option<&str>, limit: usize) -> Result<Page<ChatSummary>, StoreError> {
+    let (after_msg, after_conv) = match cursor {
+        None => (i64::MAX, String::new()),
+        Some(s) => {
+            let (a, b) = s.split_once('|').ok_or(StoreError::Invalid("bad cursor"))?;
+            (a.parse().map_err(|_| StoreError::Invalid("bad cursor"))?, b.to_owned())
+        }
+    };
+    let mut st = c
+        .prepare_cached(
+            "SELECT c.id, c.last_message_id, mb.read_seq, mb.joined_seq FROM members mb
+             JOIN conversations c ON c.id = mb.conv_id
+             WHERE mb.user_id = ?1 AND (c.last_message_id < ?2 OR (c.last_message_id = ?2 AND c.id > ?3))
+             ORDER BY c.last_message_id DESC, c.id ASC LIMIT ?4",
+        )
+        .map_err(backend)?;
+    let rows: Vec<(String, i64, i64, i64)> = st
+        .query_map(params![user.0, after_msg, after_conv, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    for (conv_s, last_id, read_seq, joined_seq) in rows.into_iter().take(limit) {
+        let conv = ConversationId::parse(&conv_s).ok_or(StoreError::Invalid("bad conversation id"))?;
+        items.push(summary(c, user, conv, last_id, read_seq.max(joined_seq))?);
+    }
+    let next_cursor = match (more, items.last()) {
+        (true, Some(last)) => {
+            let id = last.last_message.as_ref().map_or(0, |m| m.message_id.0);
+            Some(format!("{id}|{}", last.chat_id))
+        }
+        _ => None,
+    };
+    Ok(Page { items, next_cursor })
+}
+
+fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, read_seq: i64) -> Result<ChatSummary, StoreError> {
+    let conv_s = conv.to_string();
+    let last_message = if last_id > 0 { message(c, MessageId(last_id))?.map(|(v, _)| v) } else { None };
+    let unread_count: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender_id != ?3")
+        .and_then(|mut st| st.query_row(params![conv_s, read_seq, user.0], |r| r.get(0)))
+        .map_err(backend)?;
+    let (kind, peer_id, group_id, title) = match conv {
+        ConversationId::Direct(..) => {
+            let peer = conv.peer_of(user);
+            let name: Option<String> = c
+                .query_row("SELECT user_name FROM users WHERE id = ?1", [peer.map_or(0, |p| p.0)], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            ("direct", peer, None, name.unwrap_or_default())
+        }
+        ConversationId::Group(g) => {
+            let name: Option<String> =
+                c.query_row("SELECT name FROM groups WHERE id = ?1", [g.0], |r| r.get(0)).optional().map_err(backend)?;
+            ("group", None, Some(g), name.unwrap_or_default())
+        }
+    };
+    Ok(ChatSummary { chat_id: conv_s, kind, peer_id, group_id, title, last_message, unread_count })
+}
+
+/// Turns free text into an FTS5 query of quoted terms (all must match), so user input can
+/// never be FTS syntax.
+fn fts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split(|ch: char| !ch.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .map(|t| format!("\"{t}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+pub fn search(c: &Connection, user: UserId, q: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
+    let Some(fts) = fts_query(q) else { return Err(StoreError::Invalid("query has no searchable words")) };
+    let sql = format!(
+        "SELECT {MSG_COLS} FROM messages_fts f JOIN {MSG_FROM} ON m.id = f.rowid
+         JOIN inbox i ON i.message_id = m.id AND i.user_id = ?1
+         WHERE messages_fts MATCH ?2 ORDER BY m.id DESC LIMIT ?3"
+    );
+    views(c, &sql, params![user.0, fts, limit as i64])
+}
+
+pub fn advance_cursor(c: &Connection, user: UserId, device: &DeviceId, to: MessageId) -> Result<(), StoreError> {
+    // Never past the newest message the user has, so a bogus id cannot hide future messages.
+    c.prepare_cached(
+        "INSERT INTO devices (user_id, device_id, cursor)
+         SELECT ?1, ?2, MIN(?3, COALESCE((SELECT MAX(message_id) FROM inbox WHERE user_id = ?1), 0))
+         ON CONFLICT (user_id, device_id) DO UPDATE SET cursor = MAX(COALESCE(cursor, 0), excluded.cursor)",
+    )
+    .and_then(|mut st| st.execute(params![user.0, device.0, to.0]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub fn receipt(c: &Connection, user: UserId, device: &DeviceId, id: MessageId, status: ReceiptStatus) -> Result<ReceiptNotices, StoreError> {
+    let (view, conv) = message(c, id)?.ok_or(StoreError::NotFound("message"))?;
+    let received = c
+        .prepare_cached("SELECT 1 FROM inbox WHERE user_id = ?1 AND message_id = ?2")
+        .and_then(|mut st| st.exists(params![user.0, id.0]))
+        .map_err(backend)?;
+    if !received {
+        return Err(StoreError::Forbidden("not a message you received"));
+    }
+    advance_cursor(c, user, device, id)?;
+    if view.sender_id == user {
+        return Ok(Vec::new());
+    }
+    let conv_s = conv.to_string();
+    let marks: Option<(i64, i64)> = c
+        .query_row("SELECT delivered_seq, read_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, user.0], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(backend)?;
+    let Some((delivered, read)) = marks else { return Ok(Vec::new()) };
+    let seq = view.conversation_seq;
+    let old = if status == ReceiptStatus::Read { read } else { delivered };
+    if seq <= old {
+        return Ok(Vec::new());
+    }
+    c.execute(
+        "UPDATE members SET delivered_seq = MAX(delivered_seq, ?3),
+                read_seq = CASE WHEN ?4 THEN MAX(read_seq, ?3) ELSE read_seq END
+         WHERE conv_id = ?1 AND user_id = ?2",
+        params![conv_s, user.0, seq, status == ReceiptStatus::Read],
+    )
+    .map_err(backend)?;
+    let mut st = c
+        .prepare_cached(
+            "SELECT sender_id, MAX(id) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND seq <= ?3 AND sender_id != ?4
+             GROUP BY sender_id",
+        )
+        .map_err(backend)?;
+    let rows = st.query_map(params![conv_s, old, seq, user.0], |r| Ok((UserId(r.get(0)?), MessageId(r.get(1)?)))).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub fn backlog(c: &Connection, user: UserId, device: &DeviceId, from: SyncFrom, limit: usize) -> Result<Backlog, StoreError> {
+    let from = match from {
+        SyncFrom::Device => {
+            let cursor: Option<Option<i64>> = c
+                .query_row("SELECT cursor FROM devices WHERE user_id = ?1 AND device_id = ?2", params![user.0, device.0], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            match cursor.flatten() {
+                Some(cur) => SyncFrom::After(MessageId(cur)),
+                None => SyncFrom::Undelivered(MessageId(0)),
+            }
+        }
+        other => other,
+    };
+    let messages = match from {
+        SyncFrom::After(after) => views(
+            c,
+            &format!(
+                "SELECT {MSG_COLS} FROM inbox i JOIN {MSG_FROM} ON m.id = i.message_id
+                 WHERE i.user_id = ?1 AND i.message_id > ?2 AND NOT (m.sender_id = ?1 AND m.sender_device = ?3)
+                 ORDER BY i.message_id LIMIT ?4"
+            ),
+            params![user.0, after.0, device.0, limit as i64],
+        )?,
+        SyncFrom::Undelivered(after) => views(
+            c,
+            &format!(
+                "SELECT {MSG_COLS} FROM inbox i JOIN {MSG_FROM} ON m.id = i.message_id
+                 JOIN members mb ON mb.conv_id = m.conv_id AND mb.user_id = i.user_id
+                 WHERE i.user_id = ?1 AND i.message_id > ?2 AND m.sender_id != ?1 AND m.seq > mb.delivered_seq
+                 ORDER BY i.message_id LIMIT ?3"
+            ),
+            params![user.0, after.0, limit as i64],
+        )?,
+        SyncFrom::Device => unreachable!("resolved above"),
+    };
+    let next = match (messages.len() == limit, messages.last()) {
+        (true, Some(last)) => Some(match from {
+            SyncFrom::After(_) => SyncFrom::After(last.message_id),
+            _ => SyncFrom::Undelivered(last.message_id),
+        }),
+        _ => None,
+    };
+    Ok(Backlog { messages, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn fts_query_quotes_terms_and_drops_syntax() {
+        assert_eq!(fts_query("hello world").as_deref(), Some("\"hello\" \"world\""));
+        assert_eq!(fts_query("a\" OR 1=1 NEAR(").as_deref(), Some("\"a\" \"OR\" \"1\" \"1\" \"NEAR\""));
+        assert_eq!(fts_query("  ** "), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The embedded `MessageStore`: SQLite in WAL mode with group commit.
+//!
+//! Writes go to one writer thread ([`pool::Writer`]) that batches whatever is queued into a
+//! single transaction; reads use a small pool of read-only connections off the runtime.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), switchboard_core::store::StoreError> {
+//! use storage_workers::sqlite::SqliteStore;
+//! use switchboard_core::config::StorageConfig;
+//! let store = SqliteStore::open(std::path::Path::new("./data"), &StorageConfig::default())?;
+//! # Ok(()) }
+//! ```
+
+mod messages;
+pub mod pool;
+pub mod schema;
+mod users;
+
+use async_trait::async_trait;
+use pool::{backend, Readers, Writer};
+use std::path::Path;
+use switchboard_core::config::StorageConfig;
+use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
+use switchboard_core::protocol::{MessageView, ReceiptStatus};
+use switchboard_core::store::{
+    Appended, Backlog, ChatSummary, Group, Media, MessageStore, NewMessage, NewUser, Page, ReceiptNotices,
+    RefreshOutcome, StoreError, SyncFrom, User, UserPatch,
+};
+
+/// SQLite-backed store of standalone mode.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Readers,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) `<data_dir>/switchboard.db`.
+    ///
+    /// # Errors
+    /// When the directory or database cannot be created, configured or migrated.
+    pub fn open(data_dir: &Path, cfg: &StorageConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let path = data_dir.join("switchboard.db");
+        let mut conn = pool::open_writer(&path, cfg.durability).map_err(backend)?;
+        schema::migrate(&mut conn).map_err(backend)?;
+        Ok(Self { writer: Writer::spawn(conn, cfg.batch_max), readers: Readers::new(&path, cfg.readers) })
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.writer.write(move |c| users::create_user(c, &user)).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.readers.read(move |c| users::user(c, id)).await
+    }
+
+    async fn credentials(&self, email: &str) -> Result<Option<(User, String)>, StoreError> {
+        let email = email.to_owned();
+        self.readers.read(move |c| users::credentials(c, &email)).await
+    }
+
+    async fn update_user(&self, id: UserId, patch: UserPatch) -> Result<User, StoreError> {
+        self.writer.write(move |c| users::update_user(c, id, &patch)).await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        self.writer.write(move |c| users::delete_user(c, id)).await
+    }
+
+    async fn deleted_users(&self) -> Result<Vec<UserId>, StoreError> {
+        self.readers.read(users::deleted_users).await
+    }
+
+    async fn set_last_seen(&self, id: UserId, at_ms: i64) -> Result<(), StoreError> {
+        self.writer.write(move |c| users::set_last_seen(c, id, at_ms)).await
+    }
+
+    async fn save_refresh(&self, jti: &str, user: UserId, device: &DeviceId, exp: i64) -> Result<(), StoreError> {
+        let (jti, device) = (jti.to_owned(), device.clone());
+        self.writer.write(move |c| users::save_refresh(c, &jti, user, &device, exp)).await
+    }
+
+    async fn use_refresh(&self, jti: &str) -> Result<RefreshOutcome, StoreError> {
+        let jti = jti.to_owned();
+        self.writer.write(move |c| users::use_refresh(c, &jti)).await
+    }
+
+    async fn create_group(&self, name: &str, creator: UserId) -> Result<Group, StoreError> {
+        let name = name.to_owned();
+        self.writer.write(move |c| users::create_group(c, &name, creator)).await
+    }
+
+    async fn group(&self, id: GroupId) -> Result<Option<Group>, StoreError> {
+        self.readers.read(move |c| users::group(c, id)).await
+    }
+
+    async fn add_member(&self, id: GroupId, user: UserId) -> Result<Group, StoreError> {
+        self.writer.write(move |c| users::add_member(c, id, user)).await
+    }
+
+    async fn remove_member(&self, id: GroupId, user: UserId) -> Result<Group, StoreError> {
+        self.writer.write(move |c| users::remove_member(c, id, user)).await
+    }
+
+    async fn append(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let n = batch.len();
+        let res = self
+            .writer
+            .write(move |c| {
+                // One savepoint per message: a refused message does not undo its neighbours.
+                Ok(batch
+                    .iter()
+                    .map(|m| {
+                        c.execute_batch("SAVEPOINT msg").map_err(backend)?;
+                        let r = messages::append(c, m);
+                        let end = if r.is_ok() { "RELEASE msg" } else { "ROLLBACK TO msg; RELEASE msg" };
+                        c.execute_batch(end).map_err(backend)?;
+                        r
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        match res {
+            Ok(v) => v,
+            Err(e) => {
+                let code = e.to_string();
+                tracing::error!(error = %code, "append batch failed");
+                (0..n).map(|_| Err(StoreError::Unavailable("append failed"))).collect()
+            }
+        }
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<(MessageView, ConversationId)>, StoreError> {
+        self.readers.read(move |c| messages::message(c, id)).await
+    }
+
+    async fn history(&self, conv: ConversationId, viewer: UserId, before: Option<i64>, limit: usize) -> Result<Page<MessageView>, StoreError> {
+        self.readers.read(move |c| messages::history(c, conv, viewer, before, limit)).await
+    }
+
+    async fn chats(&self, user: UserId, cursor: Option<&str>, limit: usize) -> Result<Page<ChatSummary>, StoreError> {
+        let cursor = cursor.map(str::to_owned);
+        self.readers.read(move |c| messages::chats(c, user, cursor.as_deref(), limit)).await
+    }
+
+    async fn search(&self, user: UserId, query: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
+        let query = query.to_owned();
+        self.readers.read(move |c| messages::search(c, user, &query, limit)).await
+    }
+
+    async fn receipt(&self, user: UserId, device: &DeviceId, message: MessageId, status: ReceiptStatus) -> Result<ReceiptNotices, StoreError> {
+        let device = device.clone();
+        self.writer.write(move |c| messages::receipt(c, user, &device, message, status)).await
+    }
+
+    async fn advance_cursor(&self, user: UserId, device: &DeviceId, message: MessageId) -> Result<(), StoreError> {
+        let device = device.clone();
+        self.writer.write(move |c| messages::advance_cursor(c, user, &device, message)).await
+    }
+
+    async fn backlog(&self, user: UserId, device: &DeviceId, from: SyncFrom, limit: usize) -> Result<Backlog, StoreError> {
+        let device = device.clone();
+        self.readers.read(move |c| messages::backlog(c, user, &device, from, limit)).await
+    }
+
+    async fn save_media(&self, media: Media) -> Result<(), StoreError> {
+        self.writer.write(move |c| users::save_media(c, &media)).await
+    }
+
+    async fn media_for(&self, user: UserId, media_id: &str) -> Result<Option<Media>, StoreError> {
+        let id = media_id.to_owned();
+        self.readers.read(move |c| users::media_for(c, user, &id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
