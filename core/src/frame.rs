@@ -29,6 +29,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Frame or message larger than the configured limit.
     pub const TOO_BIG: u16 = 1009;
+    /// Internal server error.
+    pub const INTERNAL: u16 = 1011;
     /// Server restart: reconnect elsewhere.
     pub const SERVICE_RESTART: u16 = 1012;
     /// Try again later: the client did not read fast enough (slow consumer).

@@ -95,6 +95,8 @@ pub struct SendFrame {
     pub text: String,
     /// Attached media.
     pub media: Option<MediaRef>,
+    /// The `senderId` the client claimed, if any; must be the authenticated user.
+    pub claimed_sender: Option<UserId>,
 }
 
 /// Receipt status, ordered: read implies delivered.
@@ -172,11 +174,6 @@ impl ClientFrame {
             Some(other) => Err(ProtocolError::UnknownType(other.chars().take(32).collect())),
         }
     }
-
-    /// The `senderId` a send claimed, for the check against the token's user.
-    pub fn claimed_sender(payload: &[u8]) -> Option<i64> {
-        serde_json::from_slice::<RawFrame>(payload).ok()?.sender_id
-    }
 }
 
 impl RawFrame {
@@ -204,7 +201,7 @@ impl RawFrame {
         if text.is_empty() && self.media.is_none() {
             return Err(ProtocolError::Invalid("message or media is required"));
         }
-        Ok(SendFrame { client_msg_id, target, text, media: self.media })
+        Ok(SendFrame { client_msg_id, target, text, media: self.media, claimed_sender: self.sender_id.map(UserId) })
     }
 }
 
@@ -359,10 +356,10 @@ mod tests {
                 client_msg_id: None,
                 target: Target::User(UserId(202)),
                 text: "Hello!".into(),
-                media: None
+                media: None,
+                claimed_sender: Some(UserId(101)),
             })
         );
-        assert_eq!(ClientFrame::claimed_sender(br#"{"senderId":101}"#), Some(101));
     }
 
     #[test]
@@ -397,7 +394,7 @@ mod tests {
                 Target::Group(g) => v["groupId"] = g.0.into(),
             }
             let f = ClientFrame::parse(v.to_string().as_bytes()).unwrap();
-            prop_assert_eq!(f, ClientFrame::Send(SendFrame { client_msg_id: cid, target, text, media: None }));
+            prop_assert_eq!(f, ClientFrame::Send(SendFrame { client_msg_id: cid, target, text, media: None, claimed_sender: None }));
         }
 
         #[test]

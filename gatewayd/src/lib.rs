@@ -1,1 +1,130 @@
-//! gatewayd
+//! `gatewayd`: Switchboard's front door.
+//!
+//! It serves the REST API and the WebSocket protocol on one listener and the admin endpoints
+//! (`/healthz`, `/readyz`, `/metrics`) on another. In standalone mode it also runs the router
+//! and the embedded store in-process, so one process is the whole messenger.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), gatewayd::GatewayError> {
+//! let gw = gatewayd::start(switchboard_core::config::Config::default()).await?;
+//! println!("serving on {}", gw.http_addr);
+//! gw.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod auth;
+pub mod http;
+pub mod state;
+pub mod ws;
+
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_core::config::Config;
+use switchboard_core::store::StoreError;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] StoreError),
+    /// The signing key could not be read or created.
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Bound client address (REST + WebSocket).
+    pub http_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+    state: Arc<AppState>,
+}
+
+/// Binds the listeners, opens storage and starts serving.
+///
+/// # Errors
+/// [`GatewayError`] when a listener cannot bind, the store cannot open or the key is unusable.
+pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
+    admin::install_metrics();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = AppState::build(cfg, shutdown.clone(), &tracker).await?;
+    let cfg = &state.cfg;
+
+    let listener = bind(cfg.server.listen).await?;
+    let admin_listener = bind(cfg.server.admin_listen).await?;
+    let http_addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.server.listen, source })?;
+    let admin_addr =
+        admin_listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.server.admin_listen, source })?;
+
+    ws::delivery::spawn(state.clone(), &tracker).await;
+    ws::keepalive::spawn(state.clone(), &tracker);
+    let app = http::routes(state.clone());
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "client listener failed");
+        }
+    });
+    let stop = shutdown.clone();
+    let admin_app = admin::routes(state.clone());
+    tracker.spawn(async move {
+        let serve = axum::serve(admin_listener, admin_app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "admin listener failed");
+        }
+    });
+    tracing::info!(%http_addr, %admin_addr, node = %state.node, "gatewayd serving (standalone)");
+    let grace = state.cfg.shutdown.grace_period;
+    Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })
+}
+
+impl Gateway {
+    /// A token that, once cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, close every socket with 1001, route what was
+    /// accepted, flush, and return once done or after the grace period.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the gateway has stopped (after its token is cancelled).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.state.registry.close_all(switchboard_core::frame::close::GOING_AWAY, "server shutting down");
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(open_connections = self.state.registry.len(), "grace period over; dropping the rest");
+        }
+        tracing::info!("gatewayd stopped");
+    }
+}

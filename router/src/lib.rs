@@ -1,1 +1,254 @@
-//! router
+//! The router: decides who gets what.
+//!
+//! Sends from every connection enter one bounded queue. A single task takes whatever is queued
+//! (up to `batch_max`), appends it to the [`MessageStore`] in one transaction (group commit:
+//! authorization, resend dedupe and the conversation sequence happen there), then, in commit
+//! order, acks each sender and publishes one [`Delivery`] per node holding recipients.
+//! Because one task commits and fans out in order, every node receives a conversation's
+//! messages in sequence order.
+//!
+//! Receipts and typing go straight through [`Router::receipt`] and [`Router::typing`].
+//!
+//! In standalone mode `gatewayd` runs this in-process over the in-process bus; in cluster mode
+//! the same logic will consume the inbound Kafka topic.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+use switchboard_core::bus::{Bus, Delivery, Route};
+use switchboard_core::error::ErrorCode;
+use switchboard_core::ids::{ConnId, DeviceId, MessageId, NodeId, UserId};
+use switchboard_core::metrics::names;
+use switchboard_core::policy;
+use switchboard_core::presence::Presence;
+use switchboard_core::protocol::{self, ReceiptStatus, SendFrame, Target};
+use switchboard_core::store::{Appended, MessageStore, NewMessage, StoreError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Why a send was not accepted for routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The send queue is full; retry with the same `clientMsgId`.
+    #[error("server busy, retry the send")]
+    Overloaded,
+    /// The router is shutting down.
+    #[error("router stopped")]
+    Closed,
+}
+
+impl ErrorCode for RouterError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "overloaded",
+            Self::Closed => "unavailable",
+        }
+    }
+    fn http_status(&self) -> u16 {
+        503
+    }
+    fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// The connection a frame came from; replies go back to it through the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Node holding the connection.
+    pub node: NodeId,
+    /// The connection.
+    pub conn: ConnId,
+    /// Authenticated user.
+    pub user: UserId,
+    /// The user's device.
+    pub device: DeviceId,
+}
+
+/// A send waiting to be routed.
+#[derive(Debug)]
+pub struct SendJob {
+    /// Who sent it.
+    pub origin: Origin,
+    /// What.
+    pub frame: SendFrame,
+}
+
+/// Router tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    /// Sends queued at most.
+    pub queue: usize,
+    /// Sends per group-commit batch at most.
+    pub batch_max: usize,
+}
+
+struct Shared {
+    store: Arc<dyn MessageStore>,
+    presence: Arc<dyn Presence>,
+    bus: Arc<dyn Bus>,
+}
+
+/// Handle to the router; cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    tx: mpsc::Sender<SendJob>,
+    shared: Arc<Shared>,
+}
+
+impl Router {
+    /// Starts the routing task. It stops after `shutdown` once every queued send is routed.
+    pub fn spawn(
+        store: Arc<dyn MessageStore>,
+        presence: Arc<dyn Presence>,
+        bus: Arc<dyn Bus>,
+        cfg: RouterConfig,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let shared = Arc::new(Shared { store, presence, bus });
+        tracker.spawn(send_loop(shared.clone(), rx, cfg.batch_max, shutdown).instrument(tracing::info_span!("router")));
+        Self { tx, shared }
+    }
+
+    /// Queues a send without waiting. The ack or error reaches the origin connection later.
+    ///
+    /// # Errors
+    /// [`RouterError::Overloaded`] when the queue is full, [`RouterError::Closed`] after shutdown.
+    pub fn submit(&self, job: SendJob) -> Result<(), RouterError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RouterError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => RouterError::Closed,
+        })
+    }
+
+    /// Applies a receipt and tells the authors of the messages it newly covers.
+    ///
+    /// # Errors
+    /// The store's refusal (`NotFound`, `Forbidden`) or failure.
+    pub async fn receipt(&self, origin: &Origin, message: MessageId, status: ReceiptStatus) -> Result<(), StoreError> {
+        let notices = self.shared.store.receipt(origin.user, &origin.device, message, status).await?;
+        for (author, latest) in notices {
+            let payload = protocol::receipt_frame(latest, status, origin.user);
+            self.shared.to_users(&[author], None, payload, None).await;
+        }
+        Ok(())
+    }
+
+    /// Relays a typing indicator to the other side (never stored).
+    ///
+    /// # Errors
+    /// `NotFound`/`Forbidden` for a group the user is not in.
+    pub async fn typing(&self, origin: &Origin, target: Target) -> Result<(), StoreError> {
+        let users = match target {
+            Target::User(u) => vec![u],
+            Target::Group(g) => {
+                let group = self.shared.store.group(g).await?.ok_or(StoreError::NotFound("group"))?;
+                if !policy::can_read(&group, origin.user) {
+                    return Err(StoreError::Forbidden("not a member of this group"));
+                }
+                group.members.into_iter().filter(|m| *m != origin.user).collect()
+            }
+        };
+        self.shared.to_users(&users, None, protocol::typing_frame(origin.user, target), None).await;
+        Ok(())
+    }
+
+    /// Tells a user's 1:1 peers that they came online or went offline.
+    pub async fn presence_changed(&self, user: UserId, peers: &[UserId], online: bool, last_seen: Option<i64>) {
+        self.shared.to_users(peers, None, protocol::presence_frame(user, online, last_seen), None).await;
+    }
+}
+
+async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<SendJob>, batch_max: usize, shutdown: CancellationToken) {
+    let mut jobs = Vec::with_capacity(batch_max);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut jobs, batch_max) => n,
+            _ = shutdown.cancelled() => {
+                // Stop taking new sends, then route everything already accepted.
+                rx.close();
+                while rx.recv_many(&mut jobs, batch_max).await > 0 {
+                    shared.route_batch(std::mem::take(&mut jobs)).await;
+                }
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        shared.route_batch(std::mem::take(&mut jobs)).await;
+    }
+    tracing::info!("router stopped");
+}
+
+impl Shared {
+    async fn route_batch(&self, jobs: Vec<SendJob>) {
+        let started = Instant::now();
+        metrics::histogram!(names::ROUTER_BATCH_SIZE).record(jobs.len() as f64);
+        let batch = jobs
+            .iter()
+            .map(|j| NewMessage {
+                sender: j.origin.user,
+                sender_device: j.origin.device.clone(),
+                client_msg_id: j.frame.client_msg_id.clone(),
+                target: j.frame.target,
+                text: j.frame.text.clone(),
+                media_id: j.frame.media.as_ref().map(|m| m.media_id.clone()),
+            })
+            .collect();
+        let results = self.store.append(batch).await;
+        for (job, result) in jobs.into_iter().zip(results) {
+            match result {
+                Ok(appended) => self.deliver(&job, appended).await,
+                Err(e) => {
+                    let cid = job.frame.client_msg_id.as_deref();
+                    metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);
+                    let payload = protocol::error_frame(e.code(), &e.to_string(), cid);
+                    self.to_conn(&job.origin, payload).await;
+                }
+            }
+        }
+        metrics::histogram!(names::ROUTER_DELIVER_DURATION).record(started.elapsed().as_secs_f64());
+    }
+
+    async fn deliver(&self, job: &SendJob, a: Appended) {
+        let ack = protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate);
+        self.to_conn(&job.origin, ack).await;
+        if a.duplicate {
+            metrics::counter!(names::ROUTER_DUPLICATES).increment(1);
+            return;
+        }
+        metrics::counter!(names::ROUTER_MESSAGES).increment(1);
+        let mut users = a.recipients;
+        users.push(job.origin.user);
+        let payload = protocol::message_frame(&a.view);
+        let reached = self.to_users(&users, Some(job.origin.conn), payload, Some(a.view.message_id)).await;
+        let offline = users.len().saturating_sub(reached + 1);
+        metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline as u64);
+    }
+
+    /// Publishes one delivery per node holding any of `users`; returns how many users were online.
+    async fn to_users(&self, users: &[UserId], skip: Option<ConnId>, payload: Bytes, message_id: Option<MessageId>) -> usize {
+        let located = self.presence.locate(users).await;
+        let mut reached = 0;
+        for (node, users) in located {
+            reached += users.len();
+            let d = Delivery { route: Route::Users { users, skip }, payload: payload.clone(), message_id };
+            if let Err(error) = self.bus.publish(&node, d).await {
+                tracing::warn!(%error, %node, "delivery not published");
+            }
+        }
+        reached
+    }
+
+    async fn to_conn(&self, origin: &Origin, payload: Bytes) {
+        let d = Delivery { route: Route::Conn(origin.conn), payload, message_id: None };
+        if let Err(error) = self.bus.publish(&origin.node, d).await {
+            tracing::warn!(%error, node = %origin.node, "reply not published");
+        }
+    }
+}

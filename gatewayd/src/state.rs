@@ -1,0 +1,136 @@
+//! Everything a request or connection handler needs, built once at start.
+
+use crate::auth::Revocations;
+use crate::ws::registry::Registry;
+use crate::GatewayError;
+use router::{Router, RouterConfig};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use storage_workers::media::MediaStore;
+use storage_workers::sqlite::SqliteStore;
+use switchboard_core::auth::{JwtKeys, PasswordHasher};
+use switchboard_core::bus::{Bus, InProcBus};
+use switchboard_core::config::Config;
+use switchboard_core::ids::NodeId;
+use switchboard_core::presence::{InProcPresence, Presence};
+use switchboard_core::store::MessageStore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared state of one gateway.
+pub struct AppState {
+    /// Effective configuration.
+    pub cfg: Config,
+    /// This node.
+    pub node: NodeId,
+    /// Durable state.
+    pub store: Arc<dyn MessageStore>,
+    /// Media bytes.
+    pub media: MediaStore,
+    /// Who is connected where.
+    pub presence: Arc<dyn Presence>,
+    /// Carries routed frames to nodes.
+    pub bus: Arc<dyn Bus>,
+    /// Routing of sends, receipts and typing.
+    pub router: Router,
+    /// Token signing.
+    pub keys: JwtKeys,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// A hash of a random password, verified against when a login names an unknown email so
+    /// that timing does not reveal which emails exist.
+    pub dummy_hash: String,
+    /// Deleted users whose tokens are refused.
+    pub revoked: Revocations,
+    /// This node's live connections.
+    pub registry: Registry,
+    /// Source of connection ids.
+    pub next_conn: AtomicU64,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Tracks connection and worker tasks for shutdown.
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    /// Opens storage, loads the key and starts the in-process router.
+    ///
+    /// # Errors
+    /// [`GatewayError`] when storage or the key cannot be set up.
+    pub async fn build(cfg: Config, shutdown: CancellationToken, tracker: &TaskTracker) -> Result<Arc<Self>, GatewayError> {
+        let data = cfg.server.data_dir.clone();
+        let store: Arc<dyn MessageStore> = Arc::new(SqliteStore::open(&data, &cfg.storage)?);
+        let media = MediaStore::local(&data.join("media"))?;
+        let presence: Arc<dyn Presence> = Arc::new(InProcPresence::new());
+        let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
+        let secret = signing_secret(&cfg)?;
+        let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
+        let hasher = PasswordHasher::new(cfg.auth.argon2_memory_kib, cfg.auth.argon2_iterations).map_err(GatewayError::Key)?;
+        let dummy_hasher = hasher.clone();
+        let dummy_hash = tokio::task::spawn_blocking(move || dummy_hasher.hash(&uuid::Uuid::new_v4().to_string()))
+            .await
+            .map_err(|e| GatewayError::Key(e.to_string()))?;
+        let revoked = Revocations::load(store.as_ref()).await?;
+        let router_cfg = RouterConfig { queue: cfg.ws.send_queue, batch_max: cfg.storage.batch_max };
+        let router = Router::spawn(store.clone(), presence.clone(), bus.clone(), router_cfg, shutdown.child_token(), tracker);
+        Ok(Arc::new(Self {
+            node: NodeId(cfg.node_id.clone()),
+            cfg,
+            store,
+            media,
+            presence,
+            bus,
+            router,
+            keys,
+            hasher,
+            dummy_hash,
+            revoked,
+            registry: Registry::default(),
+            next_conn: AtomicU64::new(1),
+            shutdown,
+            tracker: tracker.clone(),
+        }))
+    }
+}
+
+/// The HS256 secret: from config, else from the key file, else a new random development key
+/// written to `<data_dir>/jwt.key` (mode 0600).
+fn signing_secret(cfg: &Config) -> Result<Vec<u8>, GatewayError> {
+    if let Some(s) = &cfg.auth.jwt_secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = cfg.auth.jwt_secret_file.clone().unwrap_or_else(|| cfg.server.data_dir.join("jwt.key"));
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => Err(GatewayError::Key(format!("{} holds fewer than 32 bytes", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dev_key(&path),
+        Err(e) => Err(GatewayError::Key(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn create_dev_key(path: &Path) -> Result<Vec<u8>, GatewayError> {
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| GatewayError::Key(e.to_string()))?;
+    }
+    write_private(path, &key).map_err(|e| GatewayError::Key(format!("{}: {e}", path.display())))?;
+    tracing::warn!(path = %path.display(), "created a DEVELOPMENT signing key; set auth.jwt_secret_file in production");
+    Ok(key.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}

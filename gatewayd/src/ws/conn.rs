@@ -1,0 +1,364 @@
+//! One WebSocket connection: sync the backlog, then serve frames until it closes.
+//!
+//! Memory while idle is the point: socket bytes are read into a per-thread scratch buffer
+//! and parsed there; only an incomplete frame's tail is copied into the connection's own
+//! `partial` buffer, which is freed as soon as the frame completes. Outbound frames wait in
+//! the [`ConnShared`] queue, which is empty (unallocated) while idle.
+
+use super::outbox::{ConnShared, Drained, OutFrame};
+use crate::state::AppState;
+use router::{Origin, SendJob};
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use switchboard_core::error::ErrorCode;
+use switchboard_core::frame::{self, close, FrameError, Opcode};
+use switchboard_core::metrics::names;
+use switchboard_core::protocol::{self, ClientFrame};
+use switchboard_core::store::{StoreError, SyncFrom};
+use switchboard_core::time::now_ms;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tracing::Instrument;
+
+/// Bytes read from a socket per wake-up, into the thread's scratch buffer.
+const SCRATCH_BYTES: usize = 16 * 1024;
+/// Messages per backlog page.
+const BACKLOG_PAGE: usize = 500;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+enum Event {
+    Outbound,
+    Frames(Vec<frame::Frame>),
+    Violation(FrameError),
+    Gone,
+}
+
+/// What handling a frame asks of the connection.
+enum Next {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Conn<IO> {
+    io: IO,
+    s: Arc<AppState>,
+    shared: Arc<ConnShared>,
+    origin: Origin,
+    /// Tail of an incomplete frame; empty (unallocated) almost always.
+    partial: Vec<u8>,
+    /// A fragmented message being reassembled.
+    fragments: Option<(Opcode, Vec<u8>)>,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, shared: Arc<ConnShared>) {
+    let span = tracing::info_span!("conn", conn_id = %shared.id, user_id = %shared.user);
+    let origin = Origin { node: s.node.clone(), conn: shared.id, user: shared.user, device: shared.device.clone() };
+    s.registry.insert(shared.clone());
+    s.presence
+        .connected(switchboard_core::presence::PresenceEntry {
+            user: shared.user,
+            node: s.node.clone(),
+            conn: shared.id,
+            device: shared.device.clone(),
+        })
+        .await;
+    metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).increment(1.0);
+    metrics::counter!(names::GATEWAY_CONNECTIONS_TOTAL).increment(1);
+    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), origin, partial: Vec::new(), fragments: None };
+    conn.serve().instrument(span).await;
+    s.registry.remove(&shared);
+    metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
+    if s.presence.disconnected(shared.user, shared.id).await {
+        if let Err(error) = s.store.set_last_seen(shared.user, now_ms()).await {
+            tracing::warn!(%error, "last seen not recorded");
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    async fn serve(&mut self) {
+        if let Err(error) = self.initial_sync().await {
+            tracing::warn!(%error, "initial sync failed");
+            self.shared.close(close::INTERNAL, "sync failed");
+        }
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            let next = match event {
+                Event::Outbound => {
+                    if self.flush().await {
+                        continue;
+                    }
+                    return;
+                }
+                Event::Gone => return,
+                Event::Violation(e) => {
+                    metrics::counter!(names::GATEWAY_CLOSED, "reason" => "protocol").increment(1);
+                    Next::Close(e.close_code(), if e == FrameError::TooLarge { "frame too large" } else { "protocol error" })
+                }
+                Event::Frames(frames) => self.on_frames(frames),
+            };
+            if let Next::Close(code, reason) = next {
+                self.shared.close(code, reason);
+            }
+        }
+    }
+
+    /// Pushes every message this device has not acknowledged, then `synced`.
+    async fn initial_sync(&mut self) -> Result<(), StoreError> {
+        let (user, device) = (self.origin.user, self.origin.device.clone());
+        let mut from = SyncFrom::Device;
+        let mut last = 0;
+        loop {
+            let page = self.s.store.backlog(user, &device, from, BACKLOG_PAGE).await?;
+            if let Some(m) = page.messages.last() {
+                last = m.message_id.0;
+                let mut buf = Vec::new();
+                for m in &page.messages {
+                    frame::encode(&mut buf, Opcode::Text, true, &protocol::message_frame(m), None);
+                }
+                if !self.write(&buf).await {
+                    return Ok(());
+                }
+            }
+            match page.next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        let cursor = (last > 0).then_some(switchboard_core::ids::MessageId(last));
+        self.shared.finish_sync(protocol::synced_frame(cursor), last);
+        Ok(())
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.shared.poll_pending(cx).is_ready() {
+            return Poll::Ready(Event::Outbound);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(_)) => Poll::Ready(Event::Gone),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Event::Gone),
+                Poll::Ready(Ok(())) => Poll::Ready(match self.parse(rb.filled()) {
+                    Ok(frames) => Event::Frames(frames),
+                    Err(e) => Event::Violation(e),
+                }),
+            }
+        })
+    }
+
+    /// Splits bytes into frames; keeps only an incomplete tail.
+    fn parse(&mut self, data: &[u8]) -> Result<Vec<frame::Frame>, FrameError> {
+        let joined;
+        let buf: &[u8] = if self.partial.is_empty() {
+            data
+        } else {
+            self.partial.extend_from_slice(data);
+            joined = std::mem::take(&mut self.partial);
+            &joined
+        };
+        let max = self.s.cfg.ws.max_frame_bytes;
+        let mut frames = Vec::new();
+        let mut pos = 0;
+        loop {
+            match frame::parse(&buf[pos..], max, true) {
+                Ok((f, used)) => {
+                    frames.push(f);
+                    pos += used;
+                }
+                Err(FrameError::Incomplete) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if pos < buf.len() {
+            self.partial = buf[pos..].to_vec();
+        }
+        Ok(frames)
+    }
+
+    fn on_frames(&mut self, frames: Vec<frame::Frame>) -> Next {
+        self.shared.touch();
+        for f in frames {
+            metrics::counter!(names::GATEWAY_FRAMES_RECEIVED, "opcode" => f.opcode.as_str()).increment(1);
+            if let Next::Close(code, reason) = self.on_frame(f) {
+                return Next::Close(code, reason);
+            }
+        }
+        Next::Continue
+    }
+
+    fn on_frame(&mut self, f: frame::Frame) -> Next {
+        match f.opcode {
+            Opcode::Ping => {
+                self.shared.push(OutFrame::Pong(f.payload));
+                Next::Continue
+            }
+            Opcode::Pong => Next::Continue,
+            Opcode::Close => Next::Close(close::NORMAL, "bye"),
+            Opcode::Text | Opcode::Binary if self.fragments.is_some() => Next::Close(close::PROTOCOL, "expected continuation"),
+            Opcode::Text | Opcode::Binary if !f.fin => {
+                self.fragments = Some((f.opcode, f.payload.to_vec()));
+                Next::Continue
+            }
+            Opcode::Text | Opcode::Binary => self.on_message(f.opcode, &f.payload),
+            Opcode::Continuation => {
+                let Some((op, mut buf)) = self.fragments.take() else {
+                    return Next::Close(close::PROTOCOL, "unexpected continuation");
+                };
+                if buf.len() + f.payload.len() > self.s.cfg.ws.max_frame_bytes {
+                    return Next::Close(close::TOO_BIG, "message too large");
+                }
+                buf.extend_from_slice(&f.payload);
+                if f.fin {
+                    self.on_message(op, &buf)
+                } else {
+                    self.fragments = Some((op, buf));
+                    Next::Continue
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, op: Opcode, payload: &[u8]) -> Next {
+        if op == Opcode::Binary {
+            let e = protocol::ProtocolError::Binary;
+            self.error(e.code(), &e.to_string(), None);
+            return Next::Continue;
+        }
+        if std::str::from_utf8(payload).is_err() {
+            return Next::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8");
+        }
+        match ClientFrame::parse(payload) {
+            Ok(frame) => self.on_client_frame(frame),
+            Err(e) => self.error(e.code(), &e.to_string(), None),
+        }
+        Next::Continue
+    }
+
+    fn on_client_frame(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Send(send) => self.on_send(send),
+            ClientFrame::Ping => {
+                self.shared.push(OutFrame::Text(protocol::pong_frame(), None));
+            }
+            ClientFrame::Receipt { message_id, status } => {
+                self.spawn_reply(move |s, o| async move { s.router.receipt(&o, message_id, status).await });
+            }
+            ClientFrame::Cursor { message_id } => {
+                self.spawn_reply(move |s, o| async move { s.store.advance_cursor(o.user, &o.device, message_id).await });
+            }
+            ClientFrame::Typing { target } => {
+                self.spawn_reply(move |s, o| async move { s.router.typing(&o, target).await });
+            }
+            ClientFrame::Sync { after } => {
+                let shared = self.shared.clone();
+                self.spawn_reply(move |s, o| async move { resync(&s, &o, &shared, after).await });
+            }
+        }
+    }
+
+    fn on_send(&mut self, send: protocol::SendFrame) {
+        let cid = send.client_msg_id.clone();
+        if send.claimed_sender.is_some_and(|u| u != self.origin.user) {
+            let e = protocol::ProtocolError::SenderMismatch;
+            return self.error(e.code(), &e.to_string(), cid.as_deref());
+        }
+        if send.text.chars().count() > self.s.cfg.ws.max_message_chars {
+            let msg = format!("message longer than {} characters", self.s.cfg.ws.max_message_chars);
+            return self.error("message_too_long", &msg, cid.as_deref());
+        }
+        if let Err(e) = self.s.router.submit(SendJob { origin: self.origin.clone(), frame: send }) {
+            self.error(e.code(), &e.to_string(), cid.as_deref());
+        }
+    }
+
+    /// Runs a store-backed handler off the read path; its error becomes an error frame.
+    fn spawn_reply<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<AppState>, Origin) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let fut = f(self.s.clone(), self.origin.clone());
+        self.s.tracker.spawn(async move {
+            if let Err(e) = fut.await {
+                metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);
+                shared.push(OutFrame::Text(protocol::error_frame(e.code(), &e.to_string(), None), None));
+            }
+        });
+    }
+
+    fn error(&self, code: &'static str, message: &str, client_msg_id: Option<&str>) {
+        metrics::counter!(names::GATEWAY_ERRORS, "code" => code).increment(1);
+        self.shared.push(OutFrame::Text(protocol::error_frame(code, message, client_msg_id), None));
+    }
+
+    /// Writes everything queued; false once the connection is finished.
+    async fn flush(&mut self) -> bool {
+        let Drained { frames, close, sent_upto } = self.shared.drain();
+        let mut buf = Vec::new();
+        let mut sent = 0u64;
+        for f in frames {
+            match f {
+                OutFrame::Text(_, Some(id)) if id.0 <= sent_upto => {}
+                OutFrame::Text(b, _) => frame::encode(&mut buf, Opcode::Text, true, &b, None),
+                OutFrame::Ping => frame::encode(&mut buf, Opcode::Ping, true, b"", None),
+                OutFrame::Pong(b) => frame::encode(&mut buf, Opcode::Pong, true, &b, None),
+            }
+            sent += 1;
+        }
+        metrics::counter!(names::GATEWAY_FRAMES_SENT).increment(sent);
+        if let Some((code, reason)) = close {
+            frame::encode(&mut buf, Opcode::Close, true, &frame::close_payload(code, reason), None);
+        }
+        if !buf.is_empty() && !self.write(&buf).await {
+            return false;
+        }
+        if close.is_some() {
+            let _ = tokio::time::timeout(self.s.cfg.ws.write_timeout, self.io.shutdown()).await;
+            return false;
+        }
+        true
+    }
+
+    async fn write(&mut self, buf: &[u8]) -> bool {
+        match tokio::time::timeout(self.s.cfg.ws.write_timeout, self.io.write_all(buf)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                metrics::counter!(names::GATEWAY_CLOSED, "reason" => "write_timeout").increment(1);
+                false
+            }
+        }
+    }
+}
+
+/// `{"type":"sync"}`: pushes the backlog again through the outbox, then `synced`.
+async fn resync(s: &AppState, o: &Origin, shared: &ConnShared, after: Option<switchboard_core::ids::MessageId>) -> Result<(), StoreError> {
+    let mut from = after.map_or(SyncFrom::Device, SyncFrom::After);
+    let mut last = None;
+    loop {
+        let page = s.store.backlog(o.user, &o.device, from, BACKLOG_PAGE).await?;
+        for m in &page.messages {
+            last = Some(m.message_id);
+            if !shared.push(OutFrame::Text(protocol::message_frame(m), None)) {
+                return Ok(());
+            }
+        }
+        match page.next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    shared.push(OutFrame::Text(protocol::synced_frame(last), None));
+    Ok(())
+}
+

@@ -1,0 +1,45 @@
+//! Consumes this node's deliveries from the bus and queues them on the right sockets.
+
+use super::outbox::OutFrame;
+use crate::state::AppState;
+use std::sync::Arc;
+use switchboard_core::bus::{Delivery, Route};
+use tokio_util::task::TaskTracker;
+
+/// Deliveries taken from the bus per wake-up.
+const BATCH: usize = 256;
+
+/// Subscribes to the bus and starts the fan-out task.
+///
+/// # Panics
+/// If the node is already subscribed (two gateways with one node id in one process).
+pub async fn spawn(state: Arc<AppState>, tracker: &TaskTracker) {
+    let mut rx = state.bus.subscribe(&state.node).await.expect("node id is unique within the process");
+    tracker.spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            for d in batch.drain(..) {
+                dispatch(&state, d);
+            }
+        }
+    });
+}
+
+fn dispatch(state: &AppState, d: Delivery) {
+    match d.route {
+        Route::Conn(id) => {
+            if let Some(c) = state.registry.conn(id) {
+                c.push(OutFrame::Text(d.payload, d.message_id));
+            }
+        }
+        Route::Users { users, skip } => {
+            for u in users {
+                state.registry.for_user(u, |c| {
+                    if Some(c.id) != skip {
+                        c.push(OutFrame::Text(d.payload.clone(), d.message_id));
+                    }
+                });
+            }
+        }
+    }
+}

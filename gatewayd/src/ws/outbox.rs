@@ -1,0 +1,199 @@
+//! Per-connection state shared between the connection's task and everyone who writes to it.
+//!
+//! It holds no buffer while idle: an empty `VecDeque` does not allocate. Frames are `Bytes`
+//! shared with every other recipient. The queue is bounded in bytes: past the limit the
+//! connection is closed as a slow consumer (1013) instead of buffering without end.
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use switchboard_core::frame::close;
+use switchboard_core::ids::{ConnId, DeviceId, MessageId, UserId};
+use switchboard_core::metrics::names;
+
+/// A frame waiting to be written.
+#[derive(Debug, Clone)]
+pub enum OutFrame {
+    /// A JSON text frame; message frames carry their id so a copy the backlog already sent
+    /// can be dropped.
+    Text(Bytes, Option<MessageId>),
+    /// A WebSocket ping.
+    Ping,
+    /// A WebSocket pong echoing a ping's payload.
+    Pong(Bytes),
+}
+
+impl OutFrame {
+    fn len(&self) -> usize {
+        match self {
+            Self::Text(b, _) | Self::Pong(b) => b.len() + 10,
+            Self::Ping => 2,
+        }
+    }
+}
+
+/// What the connection task takes on each flush.
+pub struct Drained {
+    /// Frames in order.
+    pub frames: VecDeque<OutFrame>,
+    /// Set when the connection must close after these frames.
+    pub close: Option<(u16, &'static str)>,
+    /// Message frames with an id up to this were already sent by the backlog.
+    pub sent_upto: i64,
+}
+
+#[derive(Default)]
+struct OutState {
+    queue: VecDeque<OutFrame>,
+    bytes: usize,
+    close: Option<(u16, &'static str)>,
+    sent_upto: i64,
+}
+
+/// One connection as the rest of the node sees it.
+pub struct ConnShared {
+    /// Connection id.
+    pub id: ConnId,
+    /// Authenticated user.
+    pub user: UserId,
+    /// Device.
+    pub device: DeviceId,
+    limit: usize,
+    state: Mutex<OutState>,
+    waker: AtomicWaker,
+    last_active: AtomicU32,
+}
+
+fn epoch() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Seconds since the process started: a coarse clock for idle tracking.
+pub fn coarse_now() -> u32 {
+    epoch().elapsed().as_secs() as u32
+}
+
+impl ConnShared {
+    /// New state with an outbound limit of `limit` bytes.
+    pub fn new(id: ConnId, user: UserId, device: DeviceId, limit: usize) -> Self {
+        Self {
+            id,
+            user,
+            device,
+            limit,
+            state: Mutex::default(),
+            waker: AtomicWaker::new(),
+            last_active: AtomicU32::new(coarse_now()),
+        }
+    }
+
+    /// Queues a frame; false if the connection is closing (the frame is dropped).
+    pub fn push(&self, frame: OutFrame) -> bool {
+        let mut st = self.state.lock();
+        if st.close.is_some() {
+            return false;
+        }
+        let len = frame.len();
+        if st.bytes + len > self.limit {
+            st.queue.clear();
+            st.bytes = 0;
+            st.close = Some((close::TRY_AGAIN_LATER, "slow consumer"));
+            drop(st);
+            metrics::counter!(names::GATEWAY_SEND_QUEUE_DROPPED, "reason" => "slow_consumer").increment(1);
+            tracing::warn!(conn_id = %self.id, "closing slow consumer");
+            self.waker.wake();
+            return false;
+        }
+        st.bytes += len;
+        st.queue.push_back(frame);
+        drop(st);
+        self.waker.wake();
+        true
+    }
+
+    /// Asks the connection to close with `code` after what is queued.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut st = self.state.lock();
+        if st.close.is_none() {
+            st.close = Some((code, reason));
+        }
+        drop(st);
+        self.waker.wake();
+    }
+
+    /// Ends the initial sync: `synced` goes first, ahead of live frames queued meanwhile, and
+    /// message frames up to `sent_upto` (already sent from the backlog) will be dropped.
+    pub fn finish_sync(&self, synced: Bytes, sent_upto: i64) {
+        let mut st = self.state.lock();
+        st.sent_upto = st.sent_upto.max(sent_upto);
+        st.bytes += synced.len();
+        st.queue.push_front(OutFrame::Text(synced, None));
+        drop(st);
+        self.waker.wake();
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self) -> Drained {
+        let mut st = self.state.lock();
+        st.bytes = 0;
+        Drained { frames: std::mem::take(&mut st.queue), close: st.close, sent_upto: st.sent_upto }
+    }
+
+    /// Ready when frames are queued or a close was asked for; registers the task's waker.
+    pub fn poll_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        let st = self.state.lock();
+        if st.queue.is_empty() && st.close.is_none() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    /// Records activity from the peer.
+    pub fn touch(&self) {
+        self.last_active.store(coarse_now(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the peer was last heard from.
+    pub fn idle_secs(&self) -> u32 {
+        coarse_now().saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(limit: usize) -> ConnShared {
+        ConnShared::new(ConnId(1), UserId(1), DeviceId("d".into()), limit)
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_not_buffered() {
+        let c = conn(100);
+        assert!(c.push(OutFrame::Text(Bytes::from(vec![b'x'; 50]), None)));
+        assert!(!c.push(OutFrame::Text(Bytes::from(vec![b'x'; 50]), None)));
+        let d = c.drain();
+        assert!(d.frames.is_empty());
+        assert_eq!(d.close, Some((close::TRY_AGAIN_LATER, "slow consumer")));
+        assert!(!c.push(OutFrame::Ping), "nothing is queued after close");
+    }
+
+    #[test]
+    fn synced_goes_ahead_of_live_frames() {
+        let c = conn(1000);
+        c.push(OutFrame::Text(Bytes::from_static(b"live"), Some(MessageId(9))));
+        c.finish_sync(Bytes::from_static(b"synced"), 8);
+        let d = c.drain();
+        assert_eq!(d.sent_upto, 8);
+        assert!(matches!(&d.frames[0], OutFrame::Text(b, None) if &b[..] == b"synced"));
+        assert_eq!(d.frames.len(), 2);
+    }
+}

@@ -1,0 +1,67 @@
+//! This node's live connections, by user (for fan-out) and by id (for replies).
+
+use super::outbox::ConnShared;
+use dashmap::DashMap;
+use std::sync::Arc;
+use switchboard_core::ids::{ConnId, UserId};
+
+/// Live connections of one node.
+#[derive(Default)]
+pub struct Registry {
+    by_user: DashMap<UserId, Vec<Arc<ConnShared>>>,
+    by_conn: DashMap<ConnId, Arc<ConnShared>>,
+}
+
+impl Registry {
+    /// Adds a connection.
+    pub fn insert(&self, c: Arc<ConnShared>) {
+        self.by_conn.insert(c.id, c.clone());
+        self.by_user.entry(c.user).or_default().push(c);
+    }
+
+    /// Removes a connection.
+    pub fn remove(&self, c: &ConnShared) {
+        self.by_conn.remove(&c.id);
+        self.by_user.remove_if_mut(&c.user, |_, v| {
+            v.retain(|x| x.id != c.id);
+            v.is_empty()
+        });
+    }
+
+    /// Calls `f` for each connection of `user`.
+    pub fn for_user(&self, user: UserId, mut f: impl FnMut(&Arc<ConnShared>)) {
+        if let Some(v) = self.by_user.get(&user) {
+            v.iter().for_each(&mut f);
+        }
+    }
+
+    /// One connection.
+    pub fn conn(&self, id: ConnId) -> Option<Arc<ConnShared>> {
+        self.by_conn.get(&id).map(|c| c.clone())
+    }
+
+    /// Calls `f` for every connection.
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<ConnShared>)) {
+        self.by_conn.iter().for_each(|e| f(e.value()));
+    }
+
+    /// Closes every connection of `user`.
+    pub fn close_user(&self, user: UserId, code: u16, reason: &'static str) {
+        self.for_user(user, |c| c.close(code, reason));
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        self.for_each(|c| c.close(code, reason));
+    }
+
+    /// Number of live connections.
+    pub fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_conn.is_empty()
+    }
+}
