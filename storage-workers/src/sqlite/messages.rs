@@ -12,6 +12,7 @@ use switchboard_core::time::now_ms;
 const MSG_COLS: &str = "m.id, m.conv_id, m.seq, m.sender_id, m.body, m.media_id, m.created_at, m.client_msg_id, \
                         md.content_type, md.size";
 const MSG_FROM: &str = "messages m LEFT JOIN media md ON md.id = m.media_id";
+const MEDIA_JOIN: &str = "LEFT JOIN media md ON md.id = m.media_id";
 
 fn view_row(r: &Row<'_>) -> rusqlite::Result<(MessageView, ConversationId)> {
     let conv_s: String = r.get(1)?;
@@ -243,7 +244,7 @@ fn fts_query(q: &str) -> Option<String> {
 pub fn search(c: &Connection, user: UserId, q: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
     let Some(fts) = fts_query(q) else { return Err(StoreError::Invalid("query has no searchable words")) };
     let sql = format!(
-        "SELECT {MSG_COLS} FROM messages_fts f JOIN {MSG_FROM} ON m.id = f.rowid
+        "SELECT {MSG_COLS} FROM messages_fts f JOIN messages m ON m.id = f.rowid {MEDIA_JOIN}
          JOIN inbox i ON i.message_id = m.id AND i.user_id = ?1
          WHERE messages_fts MATCH ?2 ORDER BY m.id DESC LIMIT ?3"
     );
@@ -323,7 +324,7 @@ pub fn backlog(c: &Connection, user: UserId, device: &DeviceId, from: SyncFrom, 
         SyncFrom::After(after) => views(
             c,
             &format!(
-                "SELECT {MSG_COLS} FROM inbox i JOIN {MSG_FROM} ON m.id = i.message_id
+                "SELECT {MSG_COLS} FROM inbox i JOIN messages m ON m.id = i.message_id {MEDIA_JOIN}
                  WHERE i.user_id = ?1 AND i.message_id > ?2 AND NOT (m.sender_id = ?1 AND m.sender_device = ?3)
                  ORDER BY i.message_id LIMIT ?4"
             ),
@@ -332,7 +333,7 @@ pub fn backlog(c: &Connection, user: UserId, device: &DeviceId, from: SyncFrom, 
         SyncFrom::Undelivered(after) => views(
             c,
             &format!(
-                "SELECT {MSG_COLS} FROM inbox i JOIN {MSG_FROM} ON m.id = i.message_id
+                "SELECT {MSG_COLS} FROM inbox i JOIN messages m ON m.id = i.message_id {MEDIA_JOIN}
                  JOIN members mb ON mb.conv_id = m.conv_id AND mb.user_id = i.user_id
                  WHERE i.user_id = ?1 AND i.message_id > ?2 AND m.sender_id != ?1 AND m.seq > mb.delivered_seq
                  ORDER BY i.message_id LIMIT ?3"
