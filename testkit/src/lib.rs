@@ -302,7 +302,12 @@ impl WsClient {
 
 /// Signs arbitrary claims with the test secret (to forge expired or odd tokens).
 pub fn sign_claims(claims: &Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes());
+    sign_claims_with(TEST_SECRET.as_bytes(), claims)
+}
+
+/// Signs claims (HS256) with any secret, e.g. to forge a token the server must refuse.
+pub fn sign_claims_with(secret: &[u8], claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("sign")
 }
 
