@@ -129,7 +129,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WsConfig {
-    /// Largest frame or reassembled message, bytes; larger closes with 1009. Default: 64 KiB.
+    /// Largest frame or reassembled message, bytes; larger closes with 1009. Default: 128 KiB
+    /// (room for `max_message_chars` of 4-byte characters plus the JSON around them).
     pub max_frame_bytes: usize,
     /// Longest message body, characters. Default: 16384.
     pub max_message_chars: usize,
@@ -214,7 +215,7 @@ impl Default for AuthConfig {
 impl Default for WsConfig {
     fn default() -> Self {
         Self {
-            max_frame_bytes: 64 << 10,
+            max_frame_bytes: 128 << 10,
             max_message_chars: 16384,
             outbound_queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(30),

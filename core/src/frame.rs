@@ -25,13 +25,13 @@ pub mod close {
     pub const PROTOCOL: u16 = 1002;
     /// Payload not valid for its type (text frame that is not UTF-8).
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy violation (binary frames, auth revoked).
+    /// Policy violation (account deleted).
     pub const POLICY: u16 = 1008;
     /// Frame or message larger than the configured limit.
     pub const TOO_BIG: u16 = 1009;
     /// Internal server error.
     pub const INTERNAL: u16 = 1011;
-    /// Server restart: reconnect elsewhere.
+    /// Server restart: reconnect elsewhere (reserved for node drain).
     pub const SERVICE_RESTART: u16 = 1012;
     /// Try again later: the client did not read fast enough (slow consumer).
     pub const TRY_AGAIN_LATER: u16 = 1013;

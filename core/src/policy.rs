@@ -8,9 +8,9 @@ pub fn can_add(group: &Group, actor: UserId) -> bool {
     group.members.contains(&actor)
 }
 
-/// The creator (admin) may remove anyone; a member may remove themself.
+/// The creator (admin) may remove anyone while still a member; a member may remove themself.
 pub fn can_remove(group: &Group, actor: UserId, target: UserId) -> bool {
-    actor == group.created_by || (actor == target && group.members.contains(&actor))
+    group.members.contains(&actor) && (actor == group.created_by || actor == target)
 }
 
 /// Only members read or write a group.
@@ -32,6 +32,8 @@ mod tests {
         assert!(can_remove(&g, UserId(2), UserId(2)));
         assert!(!can_remove(&g, UserId(2), UserId(1)));
         assert!(!can_remove(&g, UserId(3), UserId(3)));
+        let left = Group { members: vec![UserId(2)], ..g.clone() };
+        assert!(!can_remove(&left, UserId(1), UserId(2)), "a creator who left is no longer admin");
         assert!(can_read(&g, UserId(2)) && !can_read(&g, UserId(3)));
     }
 }

@@ -228,7 +228,8 @@ pub struct MessageView {
     pub conversation_seq: i64,
     /// Server time of commit, Unix ms.
     pub timestamp: i64,
-    /// The sender's id for this message, echoed to the sender's own devices.
+    /// The sender's resend key, shown to every reader so the sender's other devices can
+    /// match it to their outbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
 }
@@ -314,14 +315,17 @@ pub fn presence_frame(user_id: UserId, online: bool, last_seen: Option<i64>) -> 
     to_bytes("presence", P { user_id, online, last_seen })
 }
 
-/// `{"type":"synced","cursor"?}`: the backlog is done.
-pub fn synced_frame(cursor: Option<MessageId>) -> Bytes {
+/// `{"type":"synced","cursor"?,"more"?}`: the backlog is done (or, with `more`, this part of
+/// it: ask again with `{"type":"sync","after":cursor}`).
+pub fn synced_frame(cursor: Option<MessageId>, more: bool) -> Bytes {
     #[derive(Serialize)]
     struct S {
         #[serde(skip_serializing_if = "Option::is_none")]
         cursor: Option<MessageId>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     }
-    to_bytes("synced", S { cursor })
+    to_bytes("synced", S { cursor, more })
 }
 
 /// `{"type":"pong"}`.

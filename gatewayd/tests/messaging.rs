@@ -416,3 +416,40 @@ async fn invalid_utf8_text_closes_1007() {
     raw.send_frame(Opcode::Text, true, &[0xff, 0xfe]).await;
     assert_eq!(raw.close_code().await, Some(1007));
 }
+
+#[tokio::test]
+async fn explicit_sync_pages_within_the_outbound_budget() {
+    let s = TestServer::start_with(|c| {
+        c.ws.max_frame_bytes = 1024;
+        c.ws.outbound_queue_bytes = 4096;
+    })
+    .await;
+    let (a, b) = (s.user("ann").await, s.user("bob").await);
+    let (mut wa, _) = s.ws(&a).await;
+    for i in 0..40 {
+        wa.send_msg(&format!("q{i}"), json!({"receiverId": b.id}), &format!("{i:03} {}", "y".repeat(150))).await;
+    }
+    let (mut wb, first) = s.ws(&b).await;
+    assert_eq!(first.len(), 40, "the initial backlog is written directly, not through the queue");
+    let mut got = Vec::new();
+    let mut after = 0;
+    let mut rounds = 0;
+    loop {
+        wb.send(json!({"type": "sync", "after": after})).await;
+        let synced = loop {
+            let v = wb.next().await;
+            match v["type"].as_str() {
+                Some("message") => got.push(v["message"].as_str().unwrap()[..3].to_owned()),
+                Some("synced") => break v,
+                _ => {}
+            }
+        };
+        rounds += 1;
+        if synced["more"] != true {
+            break;
+        }
+        after = synced["cursor"].as_i64().unwrap();
+    }
+    assert!(rounds > 1, "a 4 KiB budget cannot hold 40 messages of 150+ bytes in one round");
+    assert_eq!(got, (0..40).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+}

@@ -9,6 +9,7 @@ use super::outbox::{ConnShared, Drained, OutFrame};
 use crate::state::AppState;
 use router::{Origin, SendJob};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,8 +25,10 @@ use tracing::Instrument;
 
 /// Bytes read from a socket per wake-up, into the thread's scratch buffer.
 const SCRATCH_BYTES: usize = 16 * 1024;
-/// Messages per backlog page.
+/// Messages per backlog page on connect.
 const BACKLOG_PAGE: usize = 500;
+/// Messages per page of an explicit `sync`.
+const RESYNC_PAGE: usize = 100;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -113,26 +116,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     async fn initial_sync(&mut self) -> Result<(), StoreError> {
         let (user, device) = (self.origin.user, self.origin.device.clone());
         let mut from = SyncFrom::Device;
-        let mut last = 0;
+        let mut sent = HashSet::new();
+        let mut last = None;
         loop {
             let page = self.s.store.backlog(user, &device, from, BACKLOG_PAGE).await?;
-            if let Some(m) = page.messages.last() {
-                last = m.message_id.0;
-                let mut buf = Vec::new();
-                for m in &page.messages {
-                    frame::encode(&mut buf, Opcode::Text, true, &protocol::message_frame(m), None);
-                }
-                if !self.write(&buf).await {
-                    return Ok(());
-                }
+            let mut buf = Vec::new();
+            for m in &page.messages {
+                frame::encode(&mut buf, Opcode::Text, true, &protocol::message_frame(m), None);
+                sent.insert(m.message_id);
+                last = Some(m.message_id);
+            }
+            if !buf.is_empty() && !self.write(&buf).await {
+                return Ok(());
             }
             match page.next {
                 Some(n) => from = n,
                 None => break,
             }
         }
-        let cursor = (last > 0).then_some(switchboard_core::ids::MessageId(last));
-        self.shared.finish_sync(protocol::synced_frame(cursor), last);
+        self.shared.finish_sync(protocol::synced_frame(last, false), &sent);
         Ok(())
     }
 
@@ -303,12 +305,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Writes everything queued; false once the connection is finished.
     async fn flush(&mut self) -> bool {
-        let Drained { frames, close, sent_upto } = self.shared.drain();
+        let Drained { frames, close } = self.shared.drain();
         let mut buf = Vec::new();
         let mut sent = 0u64;
         for f in frames {
             match f {
-                OutFrame::Text(_, Some(id)) if id.0 <= sent_upto => {}
                 OutFrame::Text(b, _) => frame::encode(&mut buf, Opcode::Text, true, &b, None),
                 OutFrame::Ping => frame::encode(&mut buf, Opcode::Ping, true, b"", None),
                 OutFrame::Pong(b) => frame::encode(&mut buf, Opcode::Pong, true, &b, None),
@@ -342,23 +343,32 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 }
 
 /// `{"type":"sync"}`: pushes the backlog again through the outbox, then `synced`.
+///
+/// It stops at half the outbound limit so a large backlog never trips the slow-consumer
+/// close; `synced` then says `"more": true` and the client asks again after `cursor`.
 async fn resync(s: &AppState, o: &Origin, shared: &ConnShared, after: Option<switchboard_core::ids::MessageId>) -> Result<(), StoreError> {
+    let budget = shared.limit() / 2;
     let mut from = after.map_or(SyncFrom::Device, SyncFrom::After);
-    let mut last = None;
+    let mut last = after;
     loop {
-        let page = s.store.backlog(o.user, &o.device, from, BACKLOG_PAGE).await?;
+        let page = s.store.backlog(o.user, &o.device, from, RESYNC_PAGE).await?;
         for m in &page.messages {
-            last = Some(m.message_id);
-            if !shared.push(OutFrame::Text(protocol::message_frame(m), None)) {
+            let frame = protocol::message_frame(m);
+            if shared.queued_bytes() + frame.len() > budget {
+                shared.push(OutFrame::Text(protocol::synced_frame(last, true), None));
                 return Ok(());
             }
+            if !shared.push(OutFrame::Text(frame, Some(m.message_id))) {
+                return Ok(());
+            }
+            last = Some(m.message_id);
         }
         match page.next {
             Some(n) => from = n,
             None => break,
         }
     }
-    shared.push(OutFrame::Text(protocol::synced_frame(last), None));
+    shared.push(OutFrame::Text(protocol::synced_frame(last, false), None));
     Ok(())
 }
 

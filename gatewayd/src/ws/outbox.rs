@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -43,8 +43,6 @@ pub struct Drained {
     pub frames: VecDeque<OutFrame>,
     /// Set when the connection must close after these frames.
     pub close: Option<(u16, &'static str)>,
-    /// Message frames with an id up to this were already sent by the backlog.
-    pub sent_upto: i64,
 }
 
 #[derive(Default)]
@@ -52,7 +50,6 @@ struct OutState {
     queue: VecDeque<OutFrame>,
     bytes: usize,
     close: Option<(u16, &'static str)>,
-    sent_upto: i64,
 }
 
 /// One connection as the rest of the node sees it.
@@ -127,22 +124,32 @@ impl ConnShared {
         self.waker.wake();
     }
 
-    /// Ends the initial sync: `synced` goes first, ahead of live frames queued meanwhile, and
-    /// message frames up to `sent_upto` (already sent from the backlog) will be dropped.
-    pub fn finish_sync(&self, synced: Bytes, sent_upto: i64) {
+    /// Ends the initial sync: live message frames queued meanwhile that the backlog already
+    /// sent (`sent`) are dropped, and `synced` goes ahead of the rest.
+    pub fn finish_sync(&self, synced: Bytes, sent: &HashSet<MessageId>) {
         let mut st = self.state.lock();
-        st.sent_upto = st.sent_upto.max(sent_upto);
-        st.bytes += synced.len();
+        st.queue.retain(|f| !matches!(f, OutFrame::Text(_, Some(id)) if sent.contains(id)));
+        st.bytes = st.queue.iter().map(OutFrame::len).sum::<usize>() + synced.len();
         st.queue.push_front(OutFrame::Text(synced, None));
         drop(st);
         self.waker.wake();
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// The outbound limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Takes everything queued.
     pub fn drain(&self) -> Drained {
         let mut st = self.state.lock();
         st.bytes = 0;
-        Drained { frames: std::mem::take(&mut st.queue), close: st.close, sent_upto: st.sent_upto }
+        Drained { frames: std::mem::take(&mut st.queue), close: st.close }
     }
 
     /// Ready when frames are queued or a close was asked for; registers the task's waker.
@@ -189,11 +196,12 @@ mod tests {
     #[test]
     fn synced_goes_ahead_of_live_frames() {
         let c = conn(1000);
+        c.push(OutFrame::Text(Bytes::from_static(b"dup"), Some(MessageId(7))));
         c.push(OutFrame::Text(Bytes::from_static(b"live"), Some(MessageId(9))));
-        c.finish_sync(Bytes::from_static(b"synced"), 8);
+        c.push(OutFrame::Text(Bytes::from_static(b"older but not in backlog"), Some(MessageId(5))));
+        c.finish_sync(Bytes::from_static(b"synced"), &HashSet::from([MessageId(7), MessageId(8)]));
         let d = c.drain();
-        assert_eq!(d.sent_upto, 8);
-        assert!(matches!(&d.frames[0], OutFrame::Text(b, None) if &b[..] == b"synced"));
-        assert_eq!(d.frames.len(), 2);
+        let texts: Vec<&[u8]> = d.frames.iter().map(|f| match f { OutFrame::Text(b, _) => &b[..], _ => &b""[..] }).collect();
+        assert_eq!(texts, vec![&b"synced"[..], b"live", b"older but not in backlog"]);
     }
 }

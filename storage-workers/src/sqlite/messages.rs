@@ -190,23 +190,25 @@ pub fn chats(c: &Connection, user: UserId, cursor: Option<&str>, limit: usize) -
         .map_err(backend)?;
     let more = rows.len() > limit;
     let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut last_key = None;
     for (conv_s, last_id, read_seq, joined_seq) in rows.into_iter().take(limit) {
         let conv = ConversationId::parse(&conv_s).ok_or(StoreError::Invalid("bad conversation id"))?;
-        items.push(summary(c, user, conv, last_id, read_seq.max(joined_seq))?);
+        items.push(summary(c, user, conv, last_id, read_seq, joined_seq)?);
+        last_key = Some(format!("{last_id}|{conv_s}"));
     }
-    let next_cursor = match (more, items.last()) {
-        (true, Some(last)) => {
-            let id = last.last_message.as_ref().map_or(0, |m| m.message_id.0);
-            Some(format!("{id}|{}", last.chat_id))
-        }
-        _ => None,
-    };
+    let next_cursor = if more { last_key } else { None };
     Ok(Page { items, next_cursor })
 }
 
-fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, read_seq: i64) -> Result<ChatSummary, StoreError> {
+fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, read_seq: i64, joined_seq: i64) -> Result<ChatSummary, StoreError> {
     let conv_s = conv.to_string();
-    let last_message = if last_id > 0 { message(c, MessageId(last_id))?.map(|(v, _)| v) } else { None };
+    let read_seq = read_seq.max(joined_seq);
+    // A member who joined later must not see, even as a preview, what came before.
+    let last_message = if last_id > 0 {
+        message(c, MessageId(last_id))?.map(|(v, _)| v).filter(|v| v.conversation_seq > joined_seq)
+    } else {
+        None
+    };
     let unread_count: i64 = c
         .prepare_cached("SELECT COUNT(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender_id != ?3")
         .and_then(|mut st| st.query_row(params![conv_s, read_seq, user.0], |r| r.get(0)))

@@ -83,9 +83,16 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize) 
             }
         }
         let started = Instant::now();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Run nothing: a job outside a transaction would commit on its own while its
+            // caller is told it failed. Dropping a job drops its reply sender, so the caller
+            // gets `Unavailable` at once.
+            tracing::error!(%error, jobs = jobs.len(), "cannot begin a transaction");
+            jobs.clear();
+            continue;
+        }
         let finishers: Vec<_> = jobs.drain(..).map(|job| job(&conn)).collect();
-        let committed = began.is_ok() && conn.execute_batch("COMMIT").is_ok();
+        let committed = conn.execute_batch("COMMIT").is_ok();
         if !committed {
             tracing::error!(jobs = finishers.len(), "group commit failed; rolling back");
             let _ = conn.execute_batch("ROLLBACK");
