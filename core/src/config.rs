@@ -362,6 +362,9 @@ impl Config {
         if self.ws.outbound_queue_bytes < self.ws.max_frame_bytes {
             errs.push("ws.outbound_queue_bytes must be at least ws.max_frame_bytes".into());
         }
+        if self.ws.ping_interval < Duration::from_millis(100) || self.ws.write_timeout.is_zero() {
+            errs.push("ws.ping_interval must be at least 100ms and ws.write_timeout above 0".into());
+        }
         if self.ws.idle_timeout <= self.ws.ping_interval {
             errs.push("ws.idle_timeout must be longer than ws.ping_interval".into());
         }

@@ -58,6 +58,9 @@ pub struct Gateway {
     tracker: TaskTracker,
     grace: Duration,
     state: Arc<AppState>,
+    /// The bus → sockets task; stopped only after the router has drained.
+    delivery: tokio::task::JoinHandle<()>,
+    delivery_stop: CancellationToken,
 }
 
 /// Binds the listeners, opens storage and starts serving.
@@ -77,7 +80,8 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     let admin_addr =
         admin_listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.server.admin_listen, source })?;
 
-    ws::delivery::spawn(state.clone(), &tracker).await;
+    let delivery_stop = CancellationToken::new();
+    let delivery = ws::delivery::spawn(state.clone(), delivery_stop.clone()).await;
     ws::keepalive::spawn(state.clone(), &tracker);
     let app = http::routes(state.clone());
     let stop = shutdown.clone();
@@ -97,7 +101,7 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     });
     tracing::info!(%http_addr, %admin_addr, node = %state.node, "gatewayd serving (standalone)");
     let grace = state.cfg.shutdown.grace_period;
-    Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state })
+    Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state, delivery, delivery_stop })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
@@ -118,11 +122,22 @@ impl Gateway {
     }
 
     /// Waits until the gateway has stopped (after its token is cancelled).
+    ///
+    /// Order matters: the listeners stop and the router refuses new sends; the router commits
+    /// and routes every send it had accepted; the delivery task hands those acks and messages
+    /// to the sockets; only then does every socket get 1001, after its queued frames.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.state.router_tracker.close();
+        if tokio::time::timeout_at(deadline, self.state.router_tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over while the router was draining");
+        }
+        self.delivery_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, self.delivery).await;
         self.state.registry.close_all(switchboard_core::frame::close::GOING_AWAY, "server shutting down");
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             tracing::warn!(open_connections = self.state.registry.len(), "grace period over; dropping the rest");
         }
         tracing::info!("gatewayd stopped");

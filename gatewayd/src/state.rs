@@ -51,6 +51,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection and worker tasks for shutdown.
     pub tracker: TaskTracker,
+    /// Tracks the router task alone, so shutdown can wait for it to drain first.
+    pub router_tracker: TaskTracker,
 }
 
 impl AppState {
@@ -73,7 +75,9 @@ impl AppState {
             .map_err(|e| GatewayError::Key(e.to_string()))?;
         let revoked = Revocations::load(store.as_ref()).await?;
         let router_cfg = RouterConfig { queue: cfg.ws.send_queue, batch_max: cfg.storage.batch_max };
-        let router = Router::spawn(store.clone(), presence.clone(), bus.clone(), router_cfg, shutdown.child_token(), tracker);
+        let router_tracker = TaskTracker::new();
+        let router =
+            Router::spawn(store.clone(), presence.clone(), bus.clone(), router_cfg, shutdown.child_token(), &router_tracker);
         Ok(Arc::new(Self {
             node: NodeId(cfg.node_id.clone()),
             cfg,
@@ -90,6 +94,7 @@ impl AppState {
             next_conn: AtomicU64::new(1),
             shutdown,
             tracker: tracker.clone(),
+            router_tracker,
         }))
     }
 }

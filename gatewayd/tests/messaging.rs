@@ -453,3 +453,42 @@ async fn explicit_sync_pages_within_the_outbound_budget() {
     assert!(rounds > 1, "a 4 KiB budget cannot hold 40 messages of 150+ bytes in one round");
     assert_eq!(got, (0..40).map(|i| format!("{i:03}")).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn shutdown_under_traffic_loses_no_acked_message() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start().await;
+    let (a, b) = (s.user("ann").await, s.user("bob").await);
+    let (mut wa, _) = s.ws(&a).await;
+    for i in 0..100 {
+        wa.send(json!({"type": "send", "clientMsgId": format!("s{i}"), "receiverId": b.id, "message": format!("m{i}")})).await;
+    }
+    let stopping = tokio::spawn(s.stop());
+    let mut acked = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(testkit::DEADLINE, wa.stream.next()).await.expect("closed before the deadline") {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "ack" {
+                    acked.push(v["messageId"].as_i64().unwrap());
+                }
+            }
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let tmp = stopping.await.unwrap();
+    let s2 = TestServer::start_in(tmp.as_ref().unwrap().path(), |_| {}).await;
+    let (_, backlog) = s2.ws(&b).await;
+    let stored: Vec<i64> = backlog.iter().map(|m| m["messageId"].as_i64().unwrap()).collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acked message {id} lost");
+    }
+    // Stored messages keep their order.
+    let seqs: Vec<i64> = backlog.iter().map(|m| m["conversationSeq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    s2.stop().await;
+}

@@ -4,25 +4,38 @@ use super::outbox::OutFrame;
 use crate::state::AppState;
 use std::sync::Arc;
 use switchboard_core::bus::{Delivery, Route};
-use tokio_util::task::TaskTracker;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Deliveries taken from the bus per wake-up.
 const BATCH: usize = 256;
 
-/// Subscribes to the bus and starts the fan-out task.
+/// Subscribes to the bus and starts the fan-out task. After `stop`, it hands out what is
+/// already queued and ends.
 ///
 /// # Panics
 /// If the node is already subscribed (two gateways with one node id in one process).
-pub async fn spawn(state: Arc<AppState>, tracker: &TaskTracker) {
+pub async fn spawn(state: Arc<AppState>, stop: CancellationToken) -> JoinHandle<()> {
     let mut rx = state.bus.subscribe(&state.node).await.expect("node id is unique within the process");
-    tracker.spawn(async move {
+    tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
-            for d in batch.drain(..) {
-                dispatch(&state, d);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    batch.drain(..).for_each(|d| dispatch(&state, d));
+                }
+                _ = stop.cancelled() => {
+                    while let Ok(d) = rx.try_recv() {
+                        dispatch(&state, d);
+                    }
+                    break;
+                }
             }
         }
-    });
+    })
 }
 
 fn dispatch(state: &AppState, d: Delivery) {
