@@ -492,3 +492,42 @@ async fn shutdown_under_traffic_loses_no_acked_message() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     s2.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let s = TestServer::start_with(|c| {
+        c.ws.max_frame_bytes = 2048;
+        c.ws.outbound_queue_bytes = 16 * 1024;
+        c.ws.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (a, b) = (s.user("ann").await, s.user("bob").await);
+    let raw = s.raw_ws(&b.token).await; // never reads again
+    let (mut wa, _) = s.ws(&a).await;
+    let body = "z".repeat(1500);
+    let metric = "switchboard_gateway_send_queue_dropped_total{reason=\"slow_consumer\"}";
+    let deadline = tokio::time::Instant::now() + testkit::DEADLINE * 3;
+    let mut i = 0;
+    loop {
+        // Enough traffic to fill the kernel's socket buffers, after which the outbox grows.
+        for _ in 0..200 {
+            wa.send(json!({"type": "send", "receiverId": b.id, "message": body})).await;
+            i += 1;
+        }
+        let (_, ready) = s.admin_get("/readyz").await;
+        let (_, metrics) = s.admin_get("/metrics").await;
+        let conns = serde_json::from_str::<serde_json::Value>(&ready).unwrap()["connections"].as_i64().unwrap();
+        if conns == 1 {
+            // Only Ann is left: Bob was cut off, and it was for being slow.
+            let dropped = metrics.lines().any(|l| l.starts_with(metric) || (l.contains("send_queue_dropped_total") && l.contains("slow_consumer")));
+            let timed_out = metrics.lines().any(|l| l.contains("connections_closed_total") && l.contains("write_timeout"));
+            assert!(dropped || timed_out, "closed for another reason:\n{metrics}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slow consumer never closed after {i} messages");
+    }
+    drop(raw);
+    // Ann's socket is unaffected.
+    let ack = wa.send_msg("after", json!({"receiverId": a.id}), "still here").await;
+    assert_eq!(ack["type"], "ack");
+}

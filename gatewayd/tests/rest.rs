@@ -41,6 +41,10 @@ async fn register_validates_and_refuses_duplicates() {
     let (st, body) = s.post("/user/register", None, json!({"userName": "x"})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_error(&body, "malformed_json");
+    let huge = json!({"userName": "x".repeat(100_000), "email": "big@example.com", "phoneNumber": "+15550000009", "password": "123456"});
+    let (st, body) = s.post("/user/register", None, huge).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&body, "payload_too_large");
     let res = s.raw(Method::POST, "/user/register").header("content-type", "application/json").body("{nope").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_error(&res.json().await.unwrap(), "malformed_json");
