@@ -148,6 +148,9 @@ pub struct WsConfig {
     pub write_timeout: Duration,
     /// Sends waiting for the router at once; past this a send gets `overloaded`. Default: 65536.
     pub send_queue: usize,
+    /// Tell a user's 1:1 peers when they come online or go offline (`{"type":"presence"}`).
+    /// Costs one store read and one fan-out per first connect / last disconnect. Default: true.
+    pub presence_events: bool,
 }
 
 /// `[storage]`
@@ -222,6 +225,7 @@ impl Default for WsConfig {
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(10),
             send_queue: 65536,
+            presence_events: true,
         }
     }
 }

@@ -253,6 +253,8 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
     /// Ids of deleted users, for the token revocation cache.
     async fn deleted_users(&self) -> Result<Vec<UserId>, StoreError>;
+    /// Everyone `user` has a 1:1 conversation with (for presence events).
+    async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>, StoreError>;
     /// Records a disconnect time.
     async fn set_last_seen(&self, id: UserId, at_ms: i64) -> Result<(), StoreError>;
 

@@ -531,3 +531,26 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let ack = wa.send_msg("after", json!({"receiverId": a.id}), "still here").await;
     assert_eq!(ack["type"], "ack");
 }
+
+#[tokio::test]
+async fn peers_hear_presence_changes() {
+    let s = TestServer::start().await;
+    let (a, b, c) = (s.user("ann").await, s.user("bob").await, s.user("cid").await);
+    let (mut wa, _) = s.ws(&a).await;
+    wa.send_msg("hi", json!({"receiverId": b.id}), "we are peers now").await;
+    let (mut wc, _) = s.ws(&c).await;
+    let (wb, _) = s.ws(&b).await;
+    let p = wa.next_of("presence").await;
+    assert_eq!((p["userId"].clone(), p["online"].clone()), (json!(b.id), json!(true)));
+    // A second device of an online user changes nothing.
+    let b2 = s.login(&b.email, "123456").await;
+    let (wb2, _) = s.ws(&b2).await;
+    wa.assert_no("presence", QUIET).await;
+    drop(wb);
+    drop(wb2);
+    let p = wa.next_of("presence").await;
+    assert_eq!((p["userId"].clone(), p["online"].clone()), (json!(b.id), json!(false)));
+    assert!(p["lastSeen"].as_i64().unwrap() > 0);
+    // Not a peer: hears nothing.
+    wc.assert_no("presence", QUIET).await;
+}

@@ -63,6 +63,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
     let span = tracing::info_span!("conn", conn_id = %shared.id, user_id = %shared.user);
     let origin = Origin { node: s.node.clone(), conn: shared.id, user: shared.user, device: shared.device.clone() };
     s.registry.insert(shared.clone());
+    let came_online = !s.presence.is_online(shared.user).await;
     s.presence
         .connected(switchboard_core::presence::PresenceEntry {
             user: shared.user,
@@ -73,15 +74,35 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
         .await;
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).increment(1.0);
     metrics::counter!(names::GATEWAY_CONNECTIONS_TOTAL).increment(1);
+    if came_online {
+        announce(&s, shared.user, true, None);
+    }
     let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), origin, partial: Vec::new(), fragments: None };
     conn.serve().instrument(span).await;
     s.registry.remove(&shared);
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     if s.presence.disconnected(shared.user, shared.id).await {
-        if let Err(error) = s.store.set_last_seen(shared.user, now_ms()).await {
+        let at = now_ms();
+        if let Err(error) = s.store.set_last_seen(shared.user, at).await {
             tracing::warn!(%error, "last seen not recorded");
         }
+        announce(&s, shared.user, false, Some(at));
     }
+}
+
+/// Tells the user's 1:1 peers that they came online or went offline, off the connection's path.
+fn announce(s: &Arc<AppState>, user: switchboard_core::ids::UserId, online: bool, last_seen: Option<i64>) {
+    if !s.cfg.ws.presence_events {
+        return;
+    }
+    let s2 = s.clone();
+    s.tracker.spawn(async move {
+        match s2.store.direct_peers(user).await {
+            Ok(peers) if !peers.is_empty() => s2.router.presence_changed(user, &peers, online, last_seen).await,
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "presence not announced"),
+        }
+    });
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {

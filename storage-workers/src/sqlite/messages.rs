@@ -149,6 +149,17 @@ fn conv_members(c: &Connection, conv: &str, except: UserId) -> Result<Vec<UserId
     rows.collect::<Result<_, _>>().map_err(backend)
 }
 
+pub fn direct_peers(c: &Connection, user: UserId) -> Result<Vec<UserId>, StoreError> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT DISTINCT other.user_id FROM members mine JOIN members other ON other.conv_id = mine.conv_id
+             WHERE mine.user_id = ?1 AND mine.conv_id LIKE 'd:%' AND other.user_id != ?1",
+        )
+        .map_err(backend)?;
+    let rows = st.query_map([user.0], |r| Ok(UserId(r.get(0)?))).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
 pub fn history(c: &Connection, conv: ConversationId, viewer: UserId, before: Option<i64>, limit: usize) -> Result<Page<MessageView>, StoreError> {
     let conv_s = conv.to_string();
     let joined: i64 = c

@@ -74,6 +74,10 @@ impl MessageStore for SqliteStore {
         self.readers.read(users::deleted_users).await
     }
 
+    async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>, StoreError> {
+        self.readers.read(move |c| messages::direct_peers(c, user)).await
+    }
+
     async fn set_last_seen(&self, id: UserId, at_ms: i64) -> Result<(), StoreError> {
         self.writer.write(move |c| users::set_last_seen(c, id, at_ms)).await
     }
