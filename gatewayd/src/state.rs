@@ -1,7 +1,7 @@
 //! Everything a request or connection handler needs, built once at start.
 
 use crate::auth::Revocations;
-use crate::ws::registry::Registry;
+use crate::ws::registry::{LocalPresence, Registry};
 use crate::GatewayError;
 use router::{Router, RouterConfig};
 use std::path::Path;
@@ -13,7 +13,7 @@ use switchboard_core::auth::{JwtKeys, PasswordHasher};
 use switchboard_core::bus::{Bus, InProcBus};
 use switchboard_core::config::Config;
 use switchboard_core::ids::NodeId;
-use switchboard_core::presence::{InProcPresence, Presence};
+use switchboard_core::presence::Presence;
 use switchboard_core::store::MessageStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,7 +44,7 @@ pub struct AppState {
     /// Deleted users whose tokens are refused.
     pub revoked: Revocations,
     /// This node's live connections.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// Cancelled when shutdown starts.
@@ -64,7 +64,9 @@ impl AppState {
         let data = cfg.server.data_dir.clone();
         let store: Arc<dyn MessageStore> = Arc::new(SqliteStore::open(&data, &cfg.storage)?);
         let media = MediaStore::local(&data.join("media"))?;
-        let presence: Arc<dyn Presence> = Arc::new(InProcPresence::new());
+        let node = NodeId(cfg.node_id.clone());
+        let registry = Arc::new(Registry::default());
+        let presence: Arc<dyn Presence> = Arc::new(LocalPresence::new(registry.clone(), node.clone()));
         let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
         let secret = signing_secret(&cfg)?;
         let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
@@ -79,7 +81,7 @@ impl AppState {
         let router =
             Router::spawn(store.clone(), presence.clone(), bus.clone(), router_cfg, shutdown.child_token(), &router_tracker);
         Ok(Arc::new(Self {
-            node: NodeId(cfg.node_id.clone()),
+            node,
             cfg,
             store,
             media,
@@ -90,7 +92,7 @@ impl AppState {
             hasher,
             dummy_hash,
             revoked,
-            registry: Registry::default(),
+            registry,
             next_conn: AtomicU64::new(1),
             shutdown,
             tracker: tracker.clone(),

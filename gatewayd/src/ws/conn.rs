@@ -51,7 +51,6 @@ struct Conn<IO> {
     io: IO,
     s: Arc<AppState>,
     shared: Arc<ConnShared>,
-    origin: Origin,
     /// Tail of an incomplete frame; empty (unallocated) almost always.
     partial: Vec<u8>,
     /// A fragmented message being reassembled.
@@ -61,9 +60,8 @@ struct Conn<IO> {
 /// Serves one upgraded connection until it closes.
 pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, shared: Arc<ConnShared>) {
     let span = tracing::info_span!("conn", conn_id = %shared.id, user_id = %shared.user);
-    let origin = Origin { node: s.node.clone(), conn: shared.id, user: shared.user, device: shared.device.clone() };
-    s.registry.insert(shared.clone());
     let came_online = !s.presence.is_online(shared.user).await;
+    s.registry.insert(shared.clone());
     s.presence
         .connected(switchboard_core::presence::PresenceEntry {
             user: shared.user,
@@ -77,7 +75,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
     if came_online {
         announce(&s, shared.user, true, None);
     }
-    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), origin, partial: Vec::new(), fragments: None };
+    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), partial: Vec::new(), fragments: None };
     conn.serve().instrument(span).await;
     s.registry.remove(&shared);
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
@@ -106,8 +104,14 @@ fn announce(s: &Arc<AppState>, user: switchboard_core::ids::UserId, online: bool
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    /// Where this connection's frames come from, for the router.
+    fn origin(&self) -> Origin {
+        Origin { node: self.s.node.clone(), conn: self.shared.id, user: self.shared.user, device: self.shared.device.clone() }
+    }
+
     async fn serve(&mut self) {
-        if let Err(error) = self.initial_sync().await {
+        // Boxed so the task's idle state does not reserve room for the sync's future.
+        if let Err(error) = Box::pin(self.initial_sync()).await {
             tracing::warn!(%error, "initial sync failed");
             self.shared.close(close::INTERNAL, "sync failed");
         }
@@ -115,7 +119,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let event = poll_fn(|cx| self.poll_event(cx)).await;
             let next = match event {
                 Event::Outbound => {
-                    if self.flush().await {
+                    // Boxed: a write in progress needs its buffer and timer, an idle task not.
+                    if Box::pin(self.flush()).await {
                         continue;
                     }
                     return;
@@ -135,7 +140,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Pushes every message this device has not acknowledged, then `synced`.
     async fn initial_sync(&mut self) -> Result<(), StoreError> {
-        let (user, device) = (self.origin.user, self.origin.device.clone());
+        let (user, device) = (self.shared.user, self.shared.device.clone());
         let mut from = SyncFrom::Device;
         let mut sent = HashSet::new();
         let mut last = None;
@@ -290,7 +295,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     fn on_send(&mut self, send: protocol::SendFrame) {
         let cid = send.client_msg_id.clone();
-        if send.claimed_sender.is_some_and(|u| u != self.origin.user) {
+        if send.claimed_sender.is_some_and(|u| u != self.shared.user) {
             let e = protocol::ProtocolError::SenderMismatch;
             return self.error(e.code(), &e.to_string(), cid.as_deref());
         }
@@ -298,7 +303,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let msg = format!("message longer than {} characters", self.s.cfg.ws.max_message_chars);
             return self.error("message_too_long", &msg, cid.as_deref());
         }
-        if let Err(e) = self.s.router.submit(SendJob { origin: self.origin.clone(), frame: send }) {
+        if let Err(e) = self.s.router.submit(SendJob { origin: self.origin(), frame: send }) {
             self.error(e.code(), &e.to_string(), cid.as_deref());
         }
     }
@@ -310,7 +315,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
     {
         let shared = self.shared.clone();
-        let fut = f(self.s.clone(), self.origin.clone());
+        let fut = f(self.s.clone(), self.origin());
         self.s.tracker.spawn(async move {
             if let Err(e) = fut.await {
                 metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);

@@ -1,9 +1,12 @@
 //! This node's live connections, by user (for fan-out) and by id (for replies).
 
 use super::outbox::ConnShared;
+use async_trait::async_trait;
 use dashmap::DashMap;
+use std::collections::HashMap;
 use std::sync::Arc;
-use switchboard_core::ids::{ConnId, UserId};
+use switchboard_core::ids::{ConnId, NodeId, UserId};
+use switchboard_core::presence::{Presence, PresenceEntry};
 
 /// Live connections of one node.
 #[derive(Default)]
@@ -60,8 +63,59 @@ impl Registry {
         self.by_conn.len()
     }
 
+    /// Whether `user` has a connection here.
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.by_user.contains_key(&user)
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_conn.is_empty()
+    }
+}
+
+/// Standalone presence: the node's own registry *is* the presence map, so no second copy of
+/// every connection (with its node and device strings) is kept. `connected` and
+/// `disconnected` only report; the connection task inserts and removes registry entries
+/// itself (insert before `connected`, remove before `disconnected`).
+pub struct LocalPresence {
+    registry: Arc<Registry>,
+    node: NodeId,
+}
+
+impl LocalPresence {
+    /// Presence over `registry` for `node`.
+    pub fn new(registry: Arc<Registry>, node: NodeId) -> Self {
+        Self { registry, node }
+    }
+}
+
+#[async_trait]
+impl Presence for LocalPresence {
+    async fn connected(&self, _entry: PresenceEntry) {}
+
+    async fn disconnected(&self, user: UserId, _conn: ConnId) -> bool {
+        !self.registry.has_user(user)
+    }
+
+    async fn locate(&self, users: &[UserId]) -> HashMap<NodeId, Vec<UserId>> {
+        let here: Vec<UserId> = users.iter().copied().filter(|u| self.registry.has_user(*u)).collect();
+        if here.is_empty() {
+            HashMap::new()
+        } else {
+            HashMap::from([(self.node.clone(), here)])
+        }
+    }
+
+    async fn is_online(&self, user: UserId) -> bool {
+        self.registry.has_user(user)
+    }
+
+    async fn connections(&self, user: UserId) -> Vec<PresenceEntry> {
+        let mut out = Vec::new();
+        self.registry.for_user(user, |c| {
+            out.push(PresenceEntry { user, node: self.node.clone(), conn: c.id, device: c.device.clone() })
+        });
+        out
     }
 }
