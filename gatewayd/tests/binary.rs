@@ -61,7 +61,6 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
         .arg("--data-dir")
         .arg(dir.path())
-        .env("SWITCHBOARD_AUTH_JWT_SECRET", testkit::TEST_SECRET)
         .env("SWITCHBOARD_AUTH_ARGON2_MEMORY_KIB", "1024")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -73,8 +72,15 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         assert!(tokio::time::Instant::now() < deadline, "gatewayd did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The process was given the test secret, so a token signed with it is accepted.
-    let token = testkit::sign_claims(&serde_json::json!({
+    // With no secret configured it created a development key, private to its owner.
+    let key_path = dir.path().join("jwt.key");
+    let key = std::fs::read_to_string(&key_path).expect("development key created");
+    assert_eq!(key.trim().len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let token = testkit::sign_claims_with(key.trim().as_bytes(), &serde_json::json!({
         "sub": 1, "dev": "d", "typ": "access", "jti": "j", "iat": 0, "exp": switchboard_core::time::now_secs() + 600
     }));
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://127.0.0.1:{port}/ws")).unwrap();
