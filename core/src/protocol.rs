@@ -52,7 +52,8 @@ impl ErrorCode for ProtocolError {
 }
 
 /// Where a send or typing frame goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Target {
     /// A 1:1 chat with this user.
     User(UserId),
@@ -85,7 +86,7 @@ pub struct MediaRef {
 }
 
 /// A send, in either of its forms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendFrame {
     /// Client-chosen id that makes resends safe; absent in the seed's form.
     pub client_msg_id: Option<String>,

@@ -3,7 +3,7 @@
 use crate::auth::Revocations;
 use crate::ws::registry::{LocalPresence, Registry};
 use crate::GatewayError;
-use router::{Router, RouterConfig};
+use router::{Router, RouterConfig, RouterCore, SendSink};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -32,8 +32,10 @@ pub struct AppState {
     pub presence: Arc<dyn Presence>,
     /// Carries routed frames to nodes.
     pub bus: Arc<dyn Bus>,
-    /// Routing of sends, receipts and typing.
-    pub router: Router,
+    /// Routing logic: receipts, typing and presence events go straight through it.
+    pub router: Arc<RouterCore>,
+    /// Where sends go: the in-process router queue (standalone) or Kafka (cluster).
+    pub sends: Arc<dyn SendSink>,
     /// Token signing.
     pub keys: JwtKeys,
     /// Password hashing.
@@ -78,8 +80,9 @@ impl AppState {
         let revoked = Revocations::load(store.as_ref()).await?;
         let router_cfg = RouterConfig { queue: cfg.ws.send_queue, batch_max: cfg.storage.batch_max };
         let router_tracker = TaskTracker::new();
-        let router =
-            Router::spawn(store.clone(), presence.clone(), bus.clone(), router_cfg, shutdown.child_token(), &router_tracker);
+        let router = Arc::new(RouterCore::new(store.clone(), presence.clone(), bus.clone()));
+        let sends: Arc<dyn SendSink> =
+            Arc::new(Router::spawn(router.clone(), router_cfg, shutdown.child_token(), &router_tracker));
         Ok(Arc::new(Self {
             node,
             cfg,
@@ -88,6 +91,7 @@ impl AppState {
             presence,
             bus,
             router,
+            sends,
             keys,
             hasher,
             dummy_hash,

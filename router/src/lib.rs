@@ -7,12 +7,15 @@
 //! Because one task commits and fans out in order, every node receives a conversation's
 //! messages in sequence order.
 //!
-//! Receipts and typing go straight through [`Router::receipt`] and [`Router::typing`].
+//! Receipts and typing go straight through [`RouterCore::receipt`] and [`RouterCore::typing`].
 //!
-//! In standalone mode `gatewayd` runs this in-process over the in-process bus; in cluster mode
-//! the same logic will consume the inbound Kafka topic.
+//! [`RouterCore`] is the logic; where sends come from is a [`SendSink`]: in standalone mode
+//! [`Router`] is an in-process queue drained by one task; in cluster mode gateways produce
+//! sends to Kafka and the router binary feeds each consumed batch to
+//! [`RouterCore::route_batch`].
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 use switchboard_core::bus::{Bus, Delivery, Route};
@@ -55,7 +58,7 @@ impl ErrorCode for RouterError {
 }
 
 /// The connection a frame came from; replies go back to it through the bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     /// Node holding the connection.
     pub node: NodeId,
@@ -68,7 +71,7 @@ pub struct Origin {
 }
 
 /// A send waiting to be routed.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendJob {
     /// Who sent it.
     pub origin: Origin,
@@ -85,44 +88,51 @@ pub struct RouterConfig {
     pub batch_max: usize,
 }
 
-struct Shared {
+/// Where a gateway hands sends for routing.
+pub trait SendSink: Send + Sync + 'static {
+    /// Queues a send without waiting. The ack or error reaches the origin connection later,
+    /// through the bus.
+    ///
+    /// # Errors
+    /// [`RouterError::Overloaded`] when the queue is full, [`RouterError::Closed`] after shutdown.
+    fn submit(&self, job: SendJob) -> Result<(), RouterError>;
+}
+
+/// The routing logic, independent of where sends come from.
+pub struct RouterCore {
     store: Arc<dyn MessageStore>,
     presence: Arc<dyn Presence>,
     bus: Arc<dyn Bus>,
 }
 
-/// Handle to the router; cheap to clone.
+/// The standalone router: an in-process send queue drained by one task.
 #[derive(Clone)]
 pub struct Router {
     tx: mpsc::Sender<SendJob>,
-    shared: Arc<Shared>,
 }
 
 impl Router {
     /// Starts the routing task. It stops after `shutdown` once every queued send is routed.
-    pub fn spawn(
-        store: Arc<dyn MessageStore>,
-        presence: Arc<dyn Presence>,
-        bus: Arc<dyn Bus>,
-        cfg: RouterConfig,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Self {
+    pub fn spawn(core: Arc<RouterCore>, cfg: RouterConfig, shutdown: CancellationToken, tracker: &TaskTracker) -> Self {
         let (tx, rx) = mpsc::channel(cfg.queue);
-        let shared = Arc::new(Shared { store, presence, bus });
-        tracker.spawn(send_loop(shared.clone(), rx, cfg.batch_max, shutdown).instrument(tracing::info_span!("router")));
-        Self { tx, shared }
+        tracker.spawn(send_loop(core, rx, cfg.batch_max, shutdown).instrument(tracing::info_span!("router")));
+        Self { tx }
     }
+}
 
-    /// Queues a send without waiting. The ack or error reaches the origin connection later.
-    ///
-    /// # Errors
-    /// [`RouterError::Overloaded`] when the queue is full, [`RouterError::Closed`] after shutdown.
-    pub fn submit(&self, job: SendJob) -> Result<(), RouterError> {
+impl SendSink for Router {
+    fn submit(&self, job: SendJob) -> Result<(), RouterError> {
         self.tx.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RouterError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => RouterError::Closed,
         })
+    }
+}
+
+impl RouterCore {
+    /// Routing over these seams.
+    pub fn new(store: Arc<dyn MessageStore>, presence: Arc<dyn Presence>, bus: Arc<dyn Bus>) -> Self {
+        Self { store, presence, bus }
     }
 
     /// Applies a receipt and tells the authors of the messages it newly covers.
@@ -130,10 +140,10 @@ impl Router {
     /// # Errors
     /// The store's refusal (`NotFound`, `Forbidden`) or failure.
     pub async fn receipt(&self, origin: &Origin, message: MessageId, status: ReceiptStatus) -> Result<(), StoreError> {
-        let notices = self.shared.store.receipt(origin.user, &origin.device, message, status).await?;
+        let notices = self.store.receipt(origin.user, &origin.device, message, status).await?;
         for (author, latest) in notices {
             let payload = protocol::receipt_frame(latest, status, origin.user);
-            self.shared.to_users(&[author], None, payload, None).await;
+            self.to_users(&[author], None, payload, None).await;
         }
         Ok(())
     }
@@ -146,24 +156,24 @@ impl Router {
         let users = match target {
             Target::User(u) => vec![u],
             Target::Group(g) => {
-                let group = self.shared.store.group(g).await?.ok_or(StoreError::NotFound("group"))?;
+                let group = self.store.group(g).await?.ok_or(StoreError::NotFound("group"))?;
                 if !policy::can_read(&group, origin.user) {
                     return Err(StoreError::Forbidden("not a member of this group"));
                 }
                 group.members.into_iter().filter(|m| *m != origin.user).collect()
             }
         };
-        self.shared.to_users(&users, None, protocol::typing_frame(origin.user, target), None).await;
+        self.to_users(&users, None, protocol::typing_frame(origin.user, target), None).await;
         Ok(())
     }
 
     /// Tells a user's 1:1 peers that they came online or went offline.
     pub async fn presence_changed(&self, user: UserId, peers: &[UserId], online: bool, last_seen: Option<i64>) {
-        self.shared.to_users(peers, None, protocol::presence_frame(user, online, last_seen), None).await;
+        self.to_users(peers, None, protocol::presence_frame(user, online, last_seen), None).await;
     }
 }
 
-async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<SendJob>, batch_max: usize, shutdown: CancellationToken) {
+async fn send_loop(shared: Arc<RouterCore>, mut rx: mpsc::Receiver<SendJob>, batch_max: usize, shutdown: CancellationToken) {
     let mut jobs = Vec::with_capacity(batch_max);
     loop {
         let n = tokio::select! {
@@ -185,8 +195,10 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<SendJob>, batch_m
     tracing::info!("router stopped");
 }
 
-impl Shared {
-    async fn route_batch(&self, jobs: Vec<SendJob>) {
+impl RouterCore {
+    /// Appends a batch in one store transaction, then, in commit order, acks each sender and
+    /// fans each new message out, one delivery per node. Refused sends get an error frame.
+    pub async fn route_batch(&self, jobs: Vec<SendJob>) {
         let started = Instant::now();
         metrics::histogram!(names::ROUTER_BATCH_SIZE).record(jobs.len() as f64);
         let batch = jobs

@@ -303,7 +303,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let msg = format!("message longer than {} characters", self.s.cfg.ws.max_message_chars);
             return self.error("message_too_long", &msg, cid.as_deref());
         }
-        if let Err(e) = self.s.router.submit(SendJob { origin: self.origin(), frame: send }) {
+        if let Err(e) = self.s.sends.submit(SendJob { origin: self.origin(), frame: send }) {
             self.error(e.code(), &e.to_string(), cid.as_deref());
         }
     }
