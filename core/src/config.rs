@@ -82,6 +82,53 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Services of cluster mode (ignored in standalone mode).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: where the shared services are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis for presence: one URL, or several seed nodes of a Redis Cluster.
+    /// Default: ["redis://127.0.0.1:6379"].
+    pub redis_urls: Vec<String>,
+    /// Prefix of every Redis key. Default: "sb:".
+    pub redis_prefix: String,
+    /// How long a node's presence entries outlive its last heartbeat. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+    /// Kafka bootstrap servers, comma-separated. Default: "127.0.0.1:9092".
+    pub kafka_brokers: String,
+    /// Prefix of every topic name. Default: "sb.".
+    pub topic_prefix: String,
+    /// Partitions of the inbound topic (the router group's parallelism). Default: 12.
+    pub inbound_partitions: i32,
+    /// PostgreSQL for users, groups and messages. Default: postgres://postgres@127.0.0.1:5432/switchboard.
+    pub postgres_url: String,
+    /// Schema holding Switchboard's tables. Default: "switchboard".
+    pub postgres_schema: String,
+    /// PostgreSQL connections per process. Default: 16.
+    pub postgres_pool: usize,
+    /// Address other nodes and tools use for this node; default: `server.listen`.
+    pub advertise: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            redis_prefix: "sb:".into(),
+            presence_ttl: Duration::from_secs(30),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "sb.".into(),
+            inbound_partitions: 12,
+            postgres_url: "postgres://postgres@127.0.0.1:5432/switchboard".into(),
+            postgres_schema: "switchboard".into(),
+            postgres_pool: 16,
+            advertise: None,
+        }
+    }
 }
 
 /// `[server]`
@@ -184,6 +231,7 @@ impl Default for Config {
             ws: WsConfig::default(),
             storage: StorageConfig::default(),
             shutdown: ShutdownConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -326,7 +374,7 @@ impl Config {
             }
         }
         // Optional keys have no default and so do not serialize; list them anyway.
-        for key in ["auth.jwt_secret", "auth.jwt_secret_file"] {
+        for key in ["auth.jwt_secret", "auth.jwt_secret_file", "cluster.advertise"] {
             out.push(KeyInfo {
                 env: format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase()),
                 key: key.into(),
@@ -346,7 +394,14 @@ impl Config {
             errs.push("node_id must be 1-64 characters".into());
         }
         if self.mode == Mode::Cluster {
-            errs.push("mode = \"cluster\" is not implemented yet; use standalone".into());
+            errs.push("mode = \"cluster\" is not wired into gatewayd yet; use standalone".into());
+            let c = &self.cluster;
+            if c.redis_urls.is_empty() || c.kafka_brokers.is_empty() || c.postgres_url.is_empty() {
+                errs.push("cluster.redis_urls, cluster.kafka_brokers and cluster.postgres_url must be set".into());
+            }
+            if c.inbound_partitions < 1 || c.postgres_pool == 0 || c.presence_ttl < Duration::from_secs(1) {
+                errs.push("cluster.inbound_partitions and cluster.postgres_pool must be >= 1, cluster.presence_ttl >= 1s".into());
+            }
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             errs.push("auth.jwt_secret must be at least 32 bytes".into());
