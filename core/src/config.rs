@@ -195,6 +195,11 @@ pub struct WsConfig {
     pub write_timeout: Duration,
     /// Sends waiting for the router at once; past this a send gets `overloaded`. Default: 65536.
     pub send_queue: usize,
+    /// Frames that cost work (send, receipt, cursor, sync, typing) allowed per second per
+    /// connection; past the burst they get `rate_limited`. Default: 100.
+    pub rate_per_second: u32,
+    /// Such frames allowed at once before the rate applies. Default: 200.
+    pub rate_burst: u32,
     /// Tell a user's 1:1 peers when they come online or go offline (`{"type":"presence"}`).
     /// Costs one store read and one fan-out per first connect / last disconnect. Default: true.
     pub presence_events: bool,
@@ -273,6 +278,8 @@ impl Default for WsConfig {
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(10),
             send_queue: 65536,
+            rate_per_second: 100,
+            rate_burst: 200,
             presence_events: true,
         }
     }
@@ -426,6 +433,9 @@ impl Config {
         }
         if self.ws.idle_timeout <= self.ws.ping_interval {
             errs.push("ws.idle_timeout must be longer than ws.ping_interval".into());
+        }
+        if self.ws.rate_per_second == 0 || self.ws.rate_burst == 0 {
+            errs.push("ws.rate_per_second and ws.rate_burst must be at least 1".into());
         }
         if self.ws.send_queue == 0 || self.storage.batch_max == 0 || self.storage.readers == 0 {
             errs.push("ws.send_queue, storage.batch_max and storage.readers must be at least 1".into());

@@ -554,3 +554,35 @@ async fn peers_hear_presence_changes() {
     // Not a peer: hears nothing.
     wc.assert_no("presence", QUIET).await;
 }
+
+#[tokio::test]
+async fn floods_are_rate_limited_per_connection() {
+    let s = TestServer::start_with(|c| {
+        c.ws.rate_per_second = 1;
+        c.ws.rate_burst = 5;
+    })
+    .await;
+    let (a, b) = (s.user("ann").await, s.user("bob").await);
+    let (mut wa, _) = s.ws(&a).await;
+    let (mut wb, _) = s.ws(&b).await;
+    for i in 0..10 {
+        wa.send(json!({"type": "send", "clientMsgId": format!("f{i}"), "receiverId": b.id, "message": "flood"})).await;
+    }
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < 10 {
+        let f = wa.next().await;
+        match (f["type"].as_str(), f["code"].as_str()) {
+            (Some("ack"), _) => acks += 1,
+            (Some("error"), Some("rate_limited")) => {
+                assert!(f["clientMsgId"].is_string());
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(acks >= 5 && limited >= 1, "acks {acks}, limited {limited}");
+    // Pings are never limited, and the other user is unaffected.
+    wa.send(json!({"type": "ping"})).await;
+    wa.next_of("pong").await;
+    assert_eq!(wb.send_msg("b1", json!({"receiverId": a.id}), "fine").await["type"], "ack");
+}

@@ -6,6 +6,7 @@
 //! the [`ConnShared`] queue, which is empty (unallocated) while idle.
 
 use super::outbox::{ConnShared, Drained, OutFrame};
+use super::ratelimit::TokenBucket;
 use crate::state::AppState;
 use router::{Origin, SendJob};
 use std::cell::RefCell;
@@ -55,6 +56,8 @@ struct Conn<IO> {
     partial: Vec<u8>,
     /// A fragmented message being reassembled.
     fragments: Option<(Opcode, Vec<u8>)>,
+    /// Budget for frames that cost the server work.
+    budget: TokenBucket,
 }
 
 /// Serves one upgraded connection until it closes.
@@ -75,7 +78,8 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
     if came_online {
         announce(&s, shared.user, true, None);
     }
-    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), partial: Vec::new(), fragments: None };
+    let budget = TokenBucket::full(s.cfg.ws.rate_burst);
+    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), partial: Vec::new(), fragments: None, budget };
     conn.serve().instrument(span).await;
     s.registry.remove(&shared);
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
@@ -272,6 +276,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_client_frame(&mut self, frame: ClientFrame) {
+        let costly = !matches!(frame, ClientFrame::Ping);
+        if costly && !self.budget.take(self.s.cfg.ws.rate_per_second, self.s.cfg.ws.rate_burst) {
+            let cid = match &frame {
+                ClientFrame::Send(f) => f.client_msg_id.clone(),
+                _ => None,
+            };
+            return self.error("rate_limited", "too many frames; slow down and retry", cid.as_deref());
+        }
         match frame {
             ClientFrame::Send(send) => self.on_send(send),
             ClientFrame::Ping => {

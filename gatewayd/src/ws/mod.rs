@@ -7,10 +7,12 @@
 //! - [`registry`]: this node's connections by user and by id.
 //! - [`delivery`]: consumes the bus and fans deliveries out to sockets.
 //! - [`keepalive`]: pings every connection and reaps silent ones, from one task for all.
+//! - [`ratelimit`]: the per-connection token bucket for sends, receipts, typing and syncs.
 
 pub mod conn;
 pub mod delivery;
 pub mod handshake;
 pub mod keepalive;
 pub mod outbox;
+pub mod ratelimit;
 pub mod registry;
