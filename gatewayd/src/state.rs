@@ -43,6 +43,8 @@ pub struct AppState {
     /// A hash of a random password, verified against when a login names an unknown email so
     /// that timing does not reveal which emails exist.
     pub dummy_hash: String,
+    /// Failed-login counts per email.
+    pub login_throttle: crate::http::throttle::LoginThrottle,
     /// Deleted users whose tokens are refused.
     pub revoked: Revocations,
     /// This node's live connections.
@@ -95,6 +97,7 @@ impl AppState {
             keys,
             hasher,
             dummy_hash,
+            login_throttle: Default::default(),
             revoked,
             registry,
             next_conn: AtomicU64::new(1),

@@ -66,6 +66,22 @@ async fn login_is_the_same_401_for_unknown_email_and_wrong_password() {
 }
 
 #[tokio::test]
+async fn repeated_wrong_passwords_lock_the_email_for_a_while() {
+    let s = TestServer::start().await;
+    let (a, b) = (s.user("ann").await, s.user("bob").await);
+    for _ in 0..10 {
+        let (st, _) = s.post("/user/login", None, json!({"email": a.email, "password": "nope!!"})).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    let (st, body) = s.post("/user/login", None, json!({"email": a.email.to_uppercase(), "password": "123456"})).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert_error(&body, "too_many_attempts");
+    // Other accounts are unaffected.
+    let (st, _) = s.post("/user/login", None, json!({"email": b.email, "password": "123456"})).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn refresh_rotates_and_a_reused_refresh_token_is_refused() {
     let s = TestServer::start().await;
     let a = s.user("ann").await;

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod media;
+pub mod throttle;
 pub mod users;
 
 use crate::state::AppState;

@@ -62,7 +62,11 @@ pub struct TokenResponse {
 
 /// `POST /user/login`: a new device session. Unknown email and wrong password look the same.
 pub async fn login(State(s): State<Arc<AppState>>, ApiJson(b): ApiJson<LoginBody>) -> Result<Json<TokenResponse>, ApiError> {
-    let found = s.store.credentials(b.email.trim()).await?;
+    let email = b.email.trim().to_owned();
+    if !s.login_throttle.allowed(&email) {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many failed logins; try again later"));
+    }
+    let found = s.store.credentials(&email).await?;
     let hasher = s.hasher.clone();
     // Verify against a dummy hash when the email is unknown, so timing does not tell.
     let (user, phc) = match found {
@@ -70,7 +74,11 @@ pub async fn login(State(s): State<Arc<AppState>>, ApiJson(b): ApiJson<LoginBody
         None => (None, s.dummy_hash.clone()),
     };
     let ok = tokio::task::spawn_blocking(move || hasher.verify(&b.password, &phc)).await.unwrap_or(false);
-    let user = user.filter(|_| ok).ok_or(AuthError::BadCredentials)?;
+    let Some(user) = user.filter(|_| ok) else {
+        s.login_throttle.failed(&email);
+        return Err(AuthError::BadCredentials.into());
+    };
+    s.login_throttle.succeeded(&email);
     let device = DeviceId(uuid::Uuid::new_v4().simple().to_string());
     issue(&s, user.user_id, device).await
 }
