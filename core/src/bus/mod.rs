@@ -2,7 +2,9 @@
 //!
 //! One [`Delivery`] per node and message: the payload is serialized once and the node fans it
 //! out to its own sockets. Standalone mode uses [`InProcBus`], a bounded channel per node;
-//! cluster mode will carry the same records over Kafka.
+//! cluster mode uses `KafkaBus` (feature `kafka`): a topic per node carrying each delivery as
+//! a [`codec`] record, plus `KafkaLog`, the keyed-log helper the router's inbound topic uses.
+//! Both buses pass the same contract suite, `contract::bus_contract` (feature `testing`).
 
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, MessageId, NodeId, UserId};
@@ -10,6 +12,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
+
+pub mod codec;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "kafka")]
+pub use self::kafka::{KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, Sent, SubscriberStats};
 
 /// A bus failure.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,14 @@ pub enum BusError {
     /// The subscriber went away mid-publish.
     #[error("bus closed")]
     Closed,
+    /// The Kafka client or broker failed (the cause says which).
+    #[cfg(feature = "kafka")]
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A bus setting or a node id is unusable (reason given).
+    #[cfg(feature = "kafka")]
+    #[error("invalid bus config: {0}")]
+    InvalidConfig(String),
 }
 
 impl ErrorCode for BusError {
@@ -31,13 +49,28 @@ impl ErrorCode for BusError {
             Self::UnknownNode(_) => "unknown_node",
             Self::AlreadySubscribed(_) => "already_subscribed",
             Self::Closed => "bus_closed",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "bus_unavailable",
+            #[cfg(feature = "kafka")]
+            Self::InvalidConfig(_) => "bus_invalid_config",
         }
     }
     fn http_status(&self) -> u16 {
-        503
+        match self {
+            #[cfg(feature = "kafka")]
+            Self::InvalidConfig(_) => 500,
+            _ => 503,
+        }
     }
     fn is_retryable(&self) -> bool {
-        !matches!(self, Self::AlreadySubscribed(_))
+        match self {
+            Self::AlreadySubscribed(_) => false,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(e) => kafka::is_retryable(e),
+            #[cfg(feature = "kafka")]
+            Self::InvalidConfig(_) => false,
+            _ => true,
+        }
     }
 }
 
@@ -56,7 +89,7 @@ pub enum Route {
 }
 
 /// A frame on its way to one node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Target sockets.
     pub route: Route,
