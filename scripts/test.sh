@@ -18,3 +18,6 @@ locked=(--locked)
 cargo test --workspace "${locked[@]}"
 cargo test -p switchboard-core --features redis,kafka "${locked[@]}"
 cargo test -p storage-workers --features postgres "${locked[@]}"
+# The client contract across a cluster: two gateway nodes and a router over real Redis, Kafka
+# (tansu) and PostgreSQL.
+cargo test -p gatewayd --features cluster --test cluster "${locked[@]}"

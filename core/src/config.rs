@@ -104,6 +104,15 @@ pub struct ClusterConfig {
     pub topic_prefix: String,
     /// Partitions of the inbound topic (the router group's parallelism). Default: 12.
     pub inbound_partitions: i32,
+    /// Longest a Kafka fetch waits for data. Default: 100ms.
+    #[serde(with = "humantime_serde")]
+    pub kafka_fetch_wait: Duration,
+    /// Kafka consumer group session timeout. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub kafka_session_timeout: Duration,
+    /// Kafka consumer group heartbeat interval. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub kafka_heartbeat_interval: Duration,
     /// PostgreSQL for users, groups and messages. Default: postgres://postgres@127.0.0.1:5432/switchboard.
     pub postgres_url: String,
     /// Schema holding Switchboard's tables. Default: "switchboard".
@@ -123,6 +132,9 @@ impl Default for ClusterConfig {
             kafka_brokers: "127.0.0.1:9092".into(),
             topic_prefix: "sb.".into(),
             inbound_partitions: 12,
+            kafka_fetch_wait: Duration::from_millis(100),
+            kafka_session_timeout: Duration::from_secs(10),
+            kafka_heartbeat_interval: Duration::from_secs(1),
             postgres_url: "postgres://postgres@127.0.0.1:5432/switchboard".into(),
             postgres_schema: "switchboard".into(),
             postgres_pool: 16,
@@ -401,7 +413,6 @@ impl Config {
             errs.push("node_id must be 1-64 characters".into());
         }
         if self.mode == Mode::Cluster {
-            errs.push("mode = \"cluster\" is not wired into gatewayd yet; use standalone".into());
             let c = &self.cluster;
             if c.redis_urls.is_empty() || c.kafka_brokers.is_empty() || c.postgres_url.is_empty() {
                 errs.push("cluster.redis_urls, cluster.kafka_brokers and cluster.postgres_url must be set".into());

@@ -14,6 +14,8 @@
 
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod http;
 pub mod state;
 pub mod ws;
@@ -46,6 +48,10 @@ pub enum GatewayError {
     /// The signing key could not be read or created.
     #[error("signing key: {0}")]
     Key(String),
+    /// A cluster service (PostgreSQL, Redis, Kafka) could not be reached, or cluster mode is
+    /// not compiled in.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running gateway.

@@ -11,7 +11,7 @@ use storage_workers::media::MediaStore;
 use storage_workers::sqlite::SqliteStore;
 use switchboard_core::auth::{JwtKeys, PasswordHasher};
 use switchboard_core::bus::{Bus, InProcBus};
-use switchboard_core::config::Config;
+use switchboard_core::config::{Config, Mode};
 use switchboard_core::ids::NodeId;
 use switchboard_core::presence::Presence;
 use switchboard_core::store::MessageStore;
@@ -66,12 +66,11 @@ impl AppState {
     /// [`GatewayError`] when storage or the key cannot be set up.
     pub async fn build(cfg: Config, shutdown: CancellationToken, tracker: &TaskTracker) -> Result<Arc<Self>, GatewayError> {
         let data = cfg.server.data_dir.clone();
-        let store: Arc<dyn MessageStore> = Arc::new(SqliteStore::open(&data, &cfg.storage)?);
         let media = MediaStore::local(&data.join("media"))?;
         let node = NodeId(cfg.node_id.clone());
         let registry = Arc::new(Registry::default());
-        let presence: Arc<dyn Presence> = Arc::new(LocalPresence::new(registry.clone(), node.clone()));
-        let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
+        let router_tracker = TaskTracker::new();
+        let Seams { store, presence, bus, sends: cluster_sends } = seams(&cfg, &registry, &node, &shutdown).await?;
         let secret = signing_secret(&cfg)?;
         let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
         let hasher = PasswordHasher::new(cfg.auth.argon2_memory_kib, cfg.auth.argon2_iterations).map_err(GatewayError::Key)?;
@@ -80,11 +79,14 @@ impl AppState {
             .await
             .map_err(|e| GatewayError::Key(e.to_string()))?;
         let revoked = Revocations::load(store.as_ref()).await?;
-        let router_cfg = RouterConfig { queue: cfg.ws.send_queue, batch_max: cfg.storage.batch_max };
-        let router_tracker = TaskTracker::new();
         let router = Arc::new(RouterCore::new(store.clone(), presence.clone(), bus.clone()));
-        let sends: Arc<dyn SendSink> =
-            Arc::new(Router::spawn(router.clone(), router_cfg, shutdown.child_token(), &router_tracker));
+        let sends: Arc<dyn SendSink> = match cluster_sends {
+            Some(s) => s,
+            None => {
+                let router_cfg = RouterConfig { queue: cfg.ws.send_queue, batch_max: cfg.storage.batch_max };
+                Arc::new(Router::spawn(router.clone(), router_cfg, shutdown.child_token(), &router_tracker))
+            }
+        };
         Ok(Arc::new(Self {
             node,
             cfg,
@@ -105,6 +107,38 @@ impl AppState {
             tracker: tracker.clone(),
             router_tracker,
         }))
+    }
+}
+
+/// The mode-dependent parts: storage, presence, bus, and (cluster) where sends go.
+struct Seams {
+    store: Arc<dyn MessageStore>,
+    presence: Arc<dyn Presence>,
+    bus: Arc<dyn Bus>,
+    /// `None`: the in-process router takes sends.
+    sends: Option<Arc<dyn SendSink>>,
+}
+
+async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: &CancellationToken) -> Result<Seams, GatewayError> {
+    match cfg.mode {
+        Mode::Standalone => Ok(Seams {
+            store: Arc::new(SqliteStore::open(&cfg.server.data_dir, &cfg.storage)?),
+            presence: Arc::new(LocalPresence::new(registry.clone(), node.clone())),
+            bus: Arc::new(InProcBus::new()),
+            sends: None,
+        }),
+        #[cfg(feature = "cluster")]
+        Mode::Cluster => {
+            let svc = crate::cluster::services(cfg).await?;
+            let sends = crate::cluster::KafkaSends::spawn(svc.bus.log().clone(), cfg, registry.clone());
+            crate::cluster::spawn_presence_refresh(svc.presence.clone(), registry.clone(), cfg, shutdown.clone());
+            Ok(Seams { store: svc.store, presence: svc.presence, bus: svc.bus, sends: Some(Arc::new(sends)) })
+        }
+        #[cfg(not(feature = "cluster"))]
+        Mode::Cluster => {
+            let _ = shutdown;
+            Err(GatewayError::Cluster("this gatewayd was built without the `cluster` feature".into()))
+        }
     }
 }
 

@@ -14,6 +14,9 @@
 //! sends to Kafka and the router binary feeds each consumed batch to
 //! [`RouterCore::route_batch`].
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -77,6 +80,18 @@ pub struct SendJob {
     pub origin: Origin,
     /// What.
     pub frame: SendFrame,
+    /// A resend key the gateway chose for a send without `clientMsgId` (the seed's form), so
+    /// a replay of the inbound record after a crash is still deduplicated. Stored as the
+    /// message's `clientMsgId`; never echoed in the ack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl SendJob {
+    /// A job for a frame from `origin`.
+    pub fn new(origin: Origin, frame: SendFrame) -> Self {
+        Self { origin, frame, idempotency_key: None }
+    }
 }
 
 /// Router tuning.
@@ -206,7 +221,7 @@ impl RouterCore {
             .map(|j| NewMessage {
                 sender: j.origin.user,
                 sender_device: j.origin.device.clone(),
-                client_msg_id: j.frame.client_msg_id.clone(),
+                client_msg_id: j.frame.client_msg_id.clone().or_else(|| j.idempotency_key.clone()),
                 target: j.frame.target,
                 text: j.frame.text.clone(),
                 media_id: j.frame.media.as_ref().map(|m| m.media_id.clone()),
@@ -238,17 +253,19 @@ impl RouterCore {
         let mut users = a.recipients;
         users.push(job.origin.user);
         let payload = protocol::message_frame(&a.view);
-        let reached = self.to_users(&users, Some(job.origin.conn), payload, Some(a.view.message_id)).await;
+        let reached = self.to_users(&users, Some((&job.origin.node, job.origin.conn)), payload, Some(a.view.message_id)).await;
         let offline = users.len().saturating_sub(reached + 1);
         metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline as u64);
     }
 
-    /// Publishes one delivery per node holding any of `users`; returns how many users were online.
-    async fn to_users(&self, users: &[UserId], skip: Option<ConnId>, payload: Bytes, message_id: Option<MessageId>) -> usize {
+    /// Publishes one delivery per node holding any of `users`; returns how many users were
+    /// online. `skip` leaves out one connection of one node (connection ids are per node).
+    async fn to_users(&self, users: &[UserId], skip: Option<(&NodeId, ConnId)>, payload: Bytes, message_id: Option<MessageId>) -> usize {
         let located = self.presence.locate(users).await;
         let mut reached = 0;
         for (node, users) in located {
             reached += users.len();
+            let skip = skip.and_then(|(n, c)| (*n == node).then_some(c));
             let d = Delivery { route: Route::Users { users, skip }, payload: payload.clone(), message_id };
             if let Err(error) = self.bus.publish(&node, d).await {
                 tracing::warn!(%error, %node, "delivery not published");
@@ -258,6 +275,7 @@ impl RouterCore {
     }
 
     async fn to_conn(&self, origin: &Origin, payload: Bytes) {
+        tracing::trace!(node = %origin.node, conn = %origin.conn, "reply");
         let d = Delivery { route: Route::Conn(origin.conn), payload, message_id: None };
         if let Err(error) = self.bus.publish(&origin.node, d).await {
             tracing::warn!(%error, node = %origin.node, "reply not published");

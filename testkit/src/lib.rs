@@ -2,6 +2,8 @@
 //! directory, an HTTP client that speaks the REST API, and a WebSocket client that speaks the
 //! JSON protocol. Tests wait for events against a deadline; they never sleep.
 
+pub mod cluster;
+
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -247,6 +249,20 @@ impl WsClient {
             if v["type"] == kind {
                 return v;
             }
+        }
+    }
+
+    /// The next frame of `kind` within `wait` (for first messages through a cluster whose
+    /// consumer groups are still joining), or panics.
+    pub async fn next_of_within(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.try_next(left).await.unwrap_or_else(|| panic!("no {kind} frame within {wait:?}"));
+            if v["type"] == kind {
+                return v;
+            }
+            eprintln!("(skipped while waiting for {kind}: {v})");
         }
     }
 

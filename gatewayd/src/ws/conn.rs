@@ -315,7 +315,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let msg = format!("message longer than {} characters", self.s.cfg.ws.max_message_chars);
             return self.error("message_too_long", &msg, cid.as_deref());
         }
-        if let Err(e) = self.s.sends.submit(SendJob { origin: self.origin(), frame: send }) {
+        if let Err(e) = self.s.sends.submit(SendJob::new(self.origin(), send)) {
             self.error(e.code(), &e.to_string(), cid.as_deref());
         }
     }
@@ -344,6 +344,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// Writes everything queued; false once the connection is finished.
     async fn flush(&mut self) -> bool {
         let Drained { frames, close } = self.shared.drain();
+        tracing::trace!(frames = frames.len(), close = ?close, "flush");
         let mut buf = Vec::new();
         let mut sent = 0u64;
         for f in frames {

@@ -39,10 +39,12 @@ pub async fn spawn(state: Arc<AppState>, stop: CancellationToken) -> JoinHandle<
 }
 
 fn dispatch(state: &AppState, d: Delivery) {
+    tracing::trace!(node = %state.node, route = ?d.route, message_id = ?d.message_id, "delivery");
     match d.route {
         Route::Conn(id) => {
             if let Some(c) = state.registry.conn(id) {
-                c.push(OutFrame::Text(d.payload, d.message_id));
+                let queued = c.push(OutFrame::Text(d.payload, d.message_id));
+                tracing::trace!(conn = %id, queued, "reply queued");
             }
         }
         Route::Users { users, skip } => {

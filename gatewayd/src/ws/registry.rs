@@ -63,6 +63,11 @@ impl Registry {
         self.by_conn.len()
     }
 
+    /// Every user with a connection here.
+    pub fn users(&self) -> Vec<UserId> {
+        self.by_user.iter().map(|e| *e.key()).collect()
+    }
+
     /// Whether `user` has a connection here.
     pub fn has_user(&self, user: UserId) -> bool {
         self.by_user.contains_key(&user)

@@ -186,6 +186,32 @@ impl RedisPresence {
         Ok(presence)
     }
 
+    /// Connects and loads the scripts without registering a node: for processes that only
+    /// read presence (the router looks recipients up; it holds no connections).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::InvalidConfig`] for unusable settings, [`PresenceError::Redis`] when
+    /// Redis cannot be reached.
+    pub async fn observer(target: &RedisTarget, cfg: RedisPresenceConfig) -> Result<Self, PresenceError> {
+        cfg.validate()?;
+        let keys = Keys::new(&cfg.prefix)?;
+        let conn = Conn::open(target, cfg.timeout).await?;
+        let presence = Self {
+            conn,
+            keys,
+            cfg,
+            scripts: Scripts::new(),
+            nodes: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            registered: AtomicBool::new(false),
+        };
+        for script in presence.scripts.all() {
+            script.load_async(&mut presence.conn.clone()).await?;
+        }
+        Ok(presence)
+    }
+
     /// The key names in use, for tools and tests.
     pub fn keys(&self) -> &Keys {
         &self.keys

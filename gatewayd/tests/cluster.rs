@@ -1,0 +1,139 @@
+//! The contract across a cluster: two gateway nodes and a router, in this process, over real
+//! Redis, a real Kafka-protocol broker and real PostgreSQL. Cross-node cases: sender on node A,
+//! recipient on node B; a group spread over both; a recipient moving between nodes; offline
+//! delivery on reconnect to the other node; resend dedupe through the inbound topic.
+#![cfg(feature = "cluster")]
+
+use serde_json::json;
+use std::time::Duration;
+use switchboard_core::config::{Config, Mode};
+use testkit::cluster::{Broker, Namespace};
+use testkit::TestServer;
+use tokio_util::sync::CancellationToken;
+
+struct Cluster {
+    a: TestServer,
+    b: TestServer,
+    router_stop: CancellationToken,
+    router: tokio::task::JoinHandle<()>,
+    _ns: Namespace,
+    _broker: Broker,
+}
+
+fn clustered(c: &mut Config, ns: &Namespace, broker: &Broker, node: &str) {
+    c.mode = Mode::Cluster;
+    c.node_id = node.into();
+    let k = &mut c.cluster;
+    k.redis_prefix = ns.redis_prefix.clone();
+    k.topic_prefix = ns.topic_prefix.clone();
+    k.postgres_schema = ns.schema.clone();
+    k.postgres_url = std::env::var("SWITCHBOARD_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    k.postgres_pool = 4;
+    k.kafka_brokers = broker.brokers.clone();
+    k.inbound_partitions = 3;
+    k.presence_ttl = Duration::from_secs(3);
+    // tansu: short fetch waits, and group joins take ~session_timeout / 2.
+    k.kafka_fetch_wait = Duration::from_millis(20);
+    k.kafka_session_timeout = Duration::from_secs(6);
+    k.kafka_heartbeat_interval = Duration::from_millis(500);
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let broker = Broker::get();
+        let ns = Namespace::new();
+        let a = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-a")).await;
+        let b = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-b")).await;
+        let mut rcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
+        clustered(&mut rcfg, &ns, &broker, "router-1");
+        let router_stop = CancellationToken::new();
+        let stop = router_stop.clone();
+        let router = tokio::spawn(async move {
+            router::cluster::run(rcfg, stop).await.expect("router runs");
+        });
+        Self { a, b, router_stop, router, _ns: ns, _broker: broker }
+    }
+
+    async fn stop(self) {
+        self.router_stop.cancel();
+        let _ = self.router.await;
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+/// Group joins on this broker take seconds: the first message waits for them.
+const FIRST: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_messaging_groups_moves_and_offline() {
+    let c = Cluster::start().await;
+    let (ann, bob, cid) = (c.a.user("ann").await, c.a.user("bob").await, c.b.user("cid").await);
+    let (mut wa, _) = c.a.ws(&ann).await;
+    let (mut wb, _) = c.b.ws(&bob).await;
+
+    // Sender on A, recipient on B; the ack is the router's, after the PostgreSQL commit.
+    wa.send(json!({"type": "send", "clientMsgId": "x1", "receiverId": bob.id, "message": "across"})).await;
+    let ack = wa.next_of_within("ack", FIRST).await;
+    assert_eq!((ack["clientMsgId"].clone(), ack["conversationSeq"].clone()), (json!("x1"), json!(1)));
+    let m = wb.next_of_within("message", FIRST).await;
+    assert_eq!((m["message"].clone(), m["messageId"].clone()), (json!("across"), ack["messageId"].clone()));
+
+    // The seed's form works across nodes too (the gateway adds a resend key; the ack does not show it).
+    wb.send(json!({"senderId": bob.id, "receiverId": ann.id, "message": "back"})).await;
+    let ack2 = wb.next_of("ack").await;
+    assert!(ack2.get("clientMsgId").is_none());
+    assert_eq!(wa.next_of("message").await["message"], "back");
+
+    // A resend through the inbound topic is answered from the dedupe index.
+    let again = wa.send_msg("x1", json!({"receiverId": bob.id}), "across").await;
+    assert_eq!((again["messageId"].clone(), again["duplicate"].clone()), (ack["messageId"].clone(), json!(true)));
+
+    // A group spread over both nodes.
+    let (_, g) = c.a.post("/groups/create", Some(&ann.token), json!({"groupName": "both", "createdBy": ann.id})).await;
+    let gid = g["groupId"].as_i64().unwrap();
+    for u in [&bob, &cid] {
+        c.b.post(&format!("/groups/{gid}/add"), Some(&ann.token), json!({"userId": u.id})).await;
+    }
+    let (mut wc, _) = c.b.ws(&cid).await;
+    wa.send_msg("g1", json!({"groupId": gid}), "hello group").await;
+    assert_eq!(wb.next_of("message").await["groupId"], gid);
+    assert_eq!(wc.next_of("message").await["message"], "hello group");
+
+    // Order holds across the cluster.
+    for i in 0..20 {
+        wa.send(json!({"type": "send", "clientMsgId": format!("o{i}"), "receiverId": bob.id, "message": format!("o{i}")})).await;
+    }
+    for i in 0..20 {
+        assert_eq!(wb.next_of("message").await["message"], format!("o{i}"));
+    }
+
+    // Bob moves from B to A between messages.
+    drop(wb);
+    let (mut wb_on_a, _) = c.a.ws(&bob).await;
+    wa.send_msg("mv", json!({"receiverId": bob.id}), "found you").await;
+    let m = loop {
+        let m = wb_on_a.next_of("message").await;
+        if m["message"] == "found you" {
+            break m;
+        }
+    };
+    assert_eq!(m["senderId"], ann.id);
+
+    // Offline on one node, back on the other: the backlog comes from PostgreSQL.
+    drop(wc);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c.a.get(&format!("/user/{}", cid.id), &ann.token).await.1["online"] == true {
+        assert!(tokio::time::Instant::now() < deadline, "cid never went offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wa.send_msg("off1", json!({"receiverId": cid.id}), "while you were away").await;
+    let cid2 = c.a.login(&cid.email, "123456").await;
+    let (_, backlog) = c.a.ws(&cid2).await;
+    assert!(backlog.iter().any(|m| m["message"] == "while you were away"), "{backlog:?}");
+    c.stop().await;
+}

@@ -1,0 +1,166 @@
+//! Cluster mode: connecting to the shared services, and the Kafka-fed routing loop.
+//!
+//! Gateways produce each send to the inbound topic (`<prefix>inbound`), keyed by conversation
+//! id so a conversation stays in one partition and so with one router at a time. [`run`] is a
+//! member of the `<prefix>router` consumer group: it routes what it reads through
+//! [`RouterCore::route_batch`] (PostgreSQL append, then acks and deliveries through the Kafka
+//! bus, each confirmed by the broker) and only then acknowledges the records, so their offsets
+//! are committed after the outputs are durable. A crash replays the unacknowledged records;
+//! the store answers replayed sends as duplicates with their original ids.
+
+use crate::{RouterCore, SendJob};
+use std::sync::Arc;
+use std::time::Duration;
+use storage_workers::postgres::PgStore;
+use switchboard_core::bus::{BusError, KafkaBus, KafkaConfig};
+use switchboard_core::config::Config;
+use switchboard_core::error::ErrorCode;
+use switchboard_core::ids::NodeId;
+use switchboard_core::presence::{PresenceError, RedisPresence, RedisPresenceConfig, RedisTarget};
+use switchboard_core::store::{MessageStore, StoreError};
+use tokio_util::sync::CancellationToken;
+
+/// Why cluster services could not be reached or the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// PostgreSQL.
+    #[error("postgres: {0}")]
+    Store(#[from] StoreError),
+    /// Redis.
+    #[error("redis: {0}")]
+    Presence(#[from] PresenceError),
+    /// Kafka.
+    #[error("kafka: {0}")]
+    Bus(#[from] BusError),
+}
+
+impl ErrorCode for ClusterError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.code(),
+            Self::Presence(e) => e.code(),
+            Self::Bus(e) => e.code(),
+        }
+    }
+    fn http_status(&self) -> u16 {
+        503
+    }
+    fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Who is connecting: a gateway registers itself as a presence node; a router only reads.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// A gateway node with its epoch (grows with each start) and advertised address.
+    Gateway {
+        /// Epoch.
+        epoch: u64,
+        /// Address others reach it at.
+        advertise: String,
+    },
+    /// A router: reads presence, registers nothing.
+    Router,
+}
+
+/// The shared services of one process.
+pub struct Services {
+    /// PostgreSQL.
+    pub store: Arc<PgStore>,
+    /// Redis presence.
+    pub presence: Arc<RedisPresence>,
+    /// Kafka bus (and its producer for the inbound topic).
+    pub bus: Arc<KafkaBus>,
+}
+
+/// The Kafka settings of a configuration.
+pub fn kafka_config(cfg: &Config) -> KafkaConfig {
+    let c = &cfg.cluster;
+    KafkaConfig {
+        brokers: c.kafka_brokers.clone(),
+        topic_prefix: c.topic_prefix.clone(),
+        fetch_wait: c.kafka_fetch_wait,
+        session_timeout: c.kafka_session_timeout,
+        heartbeat_interval: c.kafka_heartbeat_interval,
+        ..KafkaConfig::default()
+    }
+}
+
+/// The inbound topic's name.
+pub fn inbound_topic(cfg: &Config) -> String {
+    format!("{}inbound", cfg.cluster.topic_prefix)
+}
+
+/// Connects to PostgreSQL, Redis and Kafka.
+///
+/// # Errors
+/// [`ClusterError`] naming the service that failed.
+pub async fn connect(cfg: &Config, role: Role) -> Result<Services, ClusterError> {
+    let c = &cfg.cluster;
+    let store = Arc::new(PgStore::connect(&c.postgres_url, &c.postgres_schema, c.postgres_pool).await?);
+    let target = match c.redis_urls.as_slice() {
+        [one] => RedisTarget::Single(one.clone()),
+        many => RedisTarget::Cluster(many.to_vec()),
+    };
+    let node = NodeId(cfg.node_id.clone());
+    let presence = match role {
+        Role::Gateway { epoch, advertise } => {
+            let pc = RedisPresenceConfig::new(node, epoch, advertise).with_prefix(c.redis_prefix.clone()).with_ttl(c.presence_ttl);
+            RedisPresence::connect(&target, pc).await?
+        }
+        Role::Router => {
+            let pc = RedisPresenceConfig::new(node, 0, "").with_prefix(c.redis_prefix.clone()).with_ttl(c.presence_ttl);
+            RedisPresence::observer(&target, pc).await?
+        }
+    };
+    let bus = Arc::new(KafkaBus::new(kafka_config(cfg))?);
+    bus.log().ensure_topic(&inbound_topic(cfg), c.inbound_partitions).await?;
+    Ok(Services { store, presence: Arc::new(presence), bus })
+}
+
+/// Records routed per batch at most.
+const BATCH: usize = 256;
+
+/// The router process: consume the inbound topic and route until `shutdown`.
+///
+/// # Errors
+/// [`ClusterError`] when a service cannot be reached at start or the consumer fails.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ClusterError> {
+    let svc = connect(&cfg, Role::Router).await?;
+    let store: Arc<dyn MessageStore> = svc.store.clone();
+    let core = RouterCore::new(store, svc.presence.clone(), svc.bus.clone());
+    let topic = inbound_topic(&cfg);
+    let group = format!("{}router", cfg.cluster.topic_prefix);
+    let mut consumer = svc.bus.log().consumer(&[&topic], &group, BATCH * 4)?;
+    tracing::info!(%topic, %group, "router consuming");
+    loop {
+        let first = tokio::select! {
+            r = consumer.next() => r?,
+            _ = shutdown.cancelled() => break,
+        };
+        // Take whatever else is already here, without waiting (next() is cancel-safe).
+        let mut records = vec![first];
+        while records.len() < BATCH {
+            match tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+                Ok(r) => records.push(r?),
+                Err(_) => break,
+            }
+        }
+        let mut jobs = Vec::with_capacity(records.len());
+        for r in &records {
+            match serde_json::from_slice::<SendJob>(&r.payload) {
+                Ok(job) => jobs.push(job),
+                Err(error) => tracing::error!(%error, partition = r.partition, offset = r.offset, "undecodable inbound record skipped"),
+            }
+        }
+        tracing::debug!(records = records.len(), jobs = jobs.len(), "routing inbound batch");
+        core.route_batch(jobs).await;
+        tracing::debug!("inbound batch routed");
+        records.into_iter().for_each(|r| r.ack());
+    }
+    consumer.close().await;
+    svc.bus.close().await;
+    tracing::info!("router stopped");
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Cluster-test plumbing: a Kafka-protocol broker (shared from `KAFKA_BROKERS`, or a tansu
+//! started through `scripts/kafka.sh` and stopped on drop) and a namespace of unique names
+//! (Redis key prefix, topic prefix, PostgreSQL schema) that is removed on drop.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A Kafka-protocol broker for one test.
+pub struct Broker {
+    /// Bootstrap address.
+    pub brokers: String,
+    port: Option<u16>,
+}
+
+fn kafka_sh(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
+    Command::new("bash").arg(script).args(args).output().expect("run scripts/kafka.sh")
+}
+
+impl Broker {
+    /// The broker named by `KAFKA_BROKERS`, or a new tansu on a free port.
+    ///
+    /// # Panics
+    /// When no broker can be started.
+    pub fn get() -> Self {
+        if let Ok(b) = std::env::var("KAFKA_BROKERS") {
+            if !b.trim().is_empty() {
+                return Self { brokers: b, port: None };
+            }
+        }
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+            let out = kafka_sh(&["start", &port.to_string()]);
+            if out.status.success() {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let brokers = stdout.lines().find_map(|l| l.strip_prefix("KAFKA_BROKERS=")).expect("kafka.sh prints KAFKA_BROKERS");
+                return Self { brokers: brokers.to_owned(), port: Some(port) };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("scripts/kafka.sh start failed: {last}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(port) = self.port {
+            let _ = kafka_sh(&["stop", &port.to_string()]);
+        }
+    }
+}
+
+/// Unique names for one test; Redis keys and the PostgreSQL schema are removed on drop
+/// (topics die with a broker the test started).
+pub struct Namespace {
+    /// `test:<id>:`
+    pub redis_prefix: String,
+    /// `test.<id>.`
+    pub topic_prefix: String,
+    /// `sbtest_<id>`
+    pub schema: String,
+}
+
+impl Namespace {
+    /// Fresh names.
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self { redis_prefix: format!("test:{id}:"), topic_prefix: format!("test.{id}."), schema: format!("sbtest_{id}") }
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", &sql]).output();
+        let pattern = format!("{}*", self.redis_prefix);
+        if let Ok(out) = Command::new("redis-cli").args(["-h", "127.0.0.1", "--scan", "--pattern", &pattern]).output() {
+            let keys: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+            for chunk in keys.chunks(500) {
+                let _ = Command::new("redis-cli").args(["-h", "127.0.0.1", "del"]).args(chunk).output();
+            }
+        }
+    }
+}
