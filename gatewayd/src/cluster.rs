@@ -144,3 +144,33 @@ pub fn spawn_presence_refresh(presence: Arc<RedisPresence>, registry: Arc<Regist
         }
     });
 }
+
+/// How often a node re-reads the deleted users another node may have revoked.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Account deletions happen on one node; every other node learns of them by polling the store
+/// (one indexed query per `REVOCATION_POLL`), then refuses the user's tokens and closes their
+/// sockets here. A deleted user's token thus works at most `REVOCATION_POLL` longer elsewhere.
+pub fn spawn_revocation_poll(state: std::sync::Arc<crate::state::AppState>) {
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REVOCATION_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            match state.store.deleted_users().await {
+                Ok(users) => {
+                    for u in users {
+                        if !state.revoked.is_revoked(u) {
+                            state.revoked.revoke(u);
+                            state.registry.close_user(u, switchboard_core::frame::close::POLICY, "account deleted");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "revocation poll failed"),
+            }
+        }
+    });
+}

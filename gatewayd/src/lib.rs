@@ -89,6 +89,10 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     let delivery_stop = CancellationToken::new();
     let delivery = ws::delivery::spawn(state.clone(), delivery_stop.clone()).await;
     ws::keepalive::spawn(state.clone(), &tracker);
+    #[cfg(feature = "cluster")]
+    if state.cfg.mode == switchboard_core::config::Mode::Cluster {
+        cluster::spawn_revocation_poll(state.clone());
+    }
     let app = http::routes(state.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
@@ -105,7 +109,7 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
             tracing::error!(%error, "admin listener failed");
         }
     });
-    tracing::info!(%http_addr, %admin_addr, node = %state.node, "gatewayd serving (standalone)");
+    tracing::info!(%http_addr, %admin_addr, node = %state.node, mode = ?state.cfg.mode, "gatewayd serving");
     let grace = state.cfg.shutdown.grace_period;
     Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state, delivery, delivery_stop })
 }

@@ -137,3 +137,16 @@ async fn cross_node_messaging_groups_moves_and_offline() {
     assert!(backlog.iter().any(|m| m["message"] == "while you were away"), "{backlog:?}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_on_one_node_revokes_it_on_the_other() {
+    let c = Cluster::start().await;
+    let (ann, bob) = (c.a.user("ann").await, c.a.user("bob").await);
+    let (mut wb_on_b, _) = c.b.ws(&bob).await;
+    let (st, _) = c.a.call(reqwest::Method::DELETE, &format!("/user/{}", bob.id), Some(&bob.token), None).await;
+    assert_eq!(st, 204);
+    // Node B learns within its revocation poll: the socket is closed and the token refused.
+    assert_eq!(wb_on_b.closed().await, testkit::Closed::Code(1008));
+    assert_eq!(c.b.get(&format!("/user/{}", ann.id), &bob.token).await.0, 401);
+    c.stop().await;
+}
