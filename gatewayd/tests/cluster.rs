@@ -16,8 +16,26 @@ struct Cluster {
     b: TestServer,
     router_stop: CancellationToken,
     router: tokio::task::JoinHandle<()>,
-    _ns: Namespace,
-    _broker: Broker,
+    ns: Namespace,
+    broker: Broker,
+}
+
+/// A gateway running as its own process.
+struct NodeProcess {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn clustered(c: &mut Config, ns: &Namespace, broker: &Broker, node: &str) {
@@ -48,14 +66,47 @@ impl Cluster {
         let ns = Namespace::new();
         let a = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-a")).await;
         let b = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-b")).await;
-        let mut rcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
-        clustered(&mut rcfg, &ns, &broker, "router-1");
         let router_stop = CancellationToken::new();
-        let stop = router_stop.clone();
-        let router = tokio::spawn(async move {
+        let mut c = Self { a, b, router_stop, router: tokio::spawn(async {}), ns, broker };
+        c.router = c.spawn_router();
+        c
+    }
+
+    /// A router task in this process (abort it to simulate a crash).
+    fn spawn_router(&self) -> tokio::task::JoinHandle<()> {
+        let mut rcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
+        clustered(&mut rcfg, &self.ns, &self.broker, "router-1");
+        let stop = self.router_stop.clone();
+        tokio::spawn(async move {
             router::cluster::run(rcfg, stop).await.expect("router runs");
-        });
-        Self { a, b, router_stop, router, _ns: ns, _broker: broker }
+        })
+    }
+
+    /// A gateway node as a separate `gatewayd` process, ready to serve.
+    async fn spawn_node_process(&self, node: &str) -> NodeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = testkit::test_config(dir.path());
+        clustered(&mut cfg, &self.ns, &self.broker, node);
+        let (port, admin) = (free_port(), free_port());
+        cfg.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        cfg.server.admin_listen = format!("127.0.0.1:{admin}").parse().unwrap();
+        let file = dir.path().join("gatewayd.toml");
+        std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatewayd"))
+            .arg("--config")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = NodeProcess { child, addr: format!("127.0.0.1:{port}"), _dir: dir };
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.ok().map(|r| r.status().as_u16()) != Some(200) {
+            assert!(tokio::time::Instant::now() < deadline, "node {node:?} never became ready", node = node.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        node
     }
 
     async fn stop(self) {
@@ -148,5 +199,83 @@ async fn deleting_an_account_on_one_node_revokes_it_on_the_other() {
     // Node B learns within its revocation poll: the socket is closed and the token refused.
     assert_eq!(wb_on_b.closed().await, testkit::Closed::Code(1008));
     assert_eq!(c.b.get(&format!("/user/{}", ann.id), &bob.token).await.0, 401);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_crash_mid_stream_loses_and_stores_twice_nothing() {
+    let mut c = Cluster::start().await;
+    let (ann, bob) = (c.a.user("ann").await, c.a.user("bob").await);
+    let (mut wa, _) = c.a.ws(&ann).await;
+    let (mut wb, _) = c.b.ws(&bob).await;
+    // Warm up: the router's group has joined once the first ack comes back.
+    wa.send(json!({"type": "send", "clientMsgId": "warm", "receiverId": bob.id, "message": "warm"})).await;
+    wa.next_of_within("ack", FIRST).await;
+    const N: usize = 60;
+    for i in 0..N {
+        wa.send(json!({"type": "send", "clientMsgId": format!("r{i}"), "receiverId": bob.id, "message": format!("r{i}")})).await;
+        if i == N / 3 {
+            // Crash: no graceful leave, no final commit.
+            c.router.abort();
+            let _ = (&mut c.router).await;
+            c.router = c.spawn_router();
+        }
+    }
+    let mut acked = std::collections::HashMap::new();
+    while acked.len() < N {
+        let f = wa.next_of_within("ack", FIRST).await;
+        if f["clientMsgId"] != "warm" {
+            acked.insert(f["clientMsgId"].as_str().unwrap().to_owned(), f["messageId"].clone());
+        }
+    }
+    // Bob gets every message; a replay may repeat one, which the messageId identifies.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        let m = wb.next_of_within("message", FIRST).await;
+        if m["message"] != "warm" {
+            seen.insert(m["messageId"].clone());
+        }
+    }
+    assert_eq!(seen, acked.values().cloned().collect());
+    // Stored exactly once each, in one unbroken sequence.
+    let (_, page) = c.a.get(&format!("/messages/{}/{}?limit=200", ann.id, bob.id), &ann.token).await;
+    let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["conversationSeq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=(N as i64 + 1)).collect::<Vec<_>>());
+    c.stop().await;
+}
+
+async fn online(s: &TestServer, token: &str, id: i64) -> serde_json::Value {
+    s.get(&format!("/user/{id}"), token).await.1["online"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() {
+    let c = Cluster::start().await;
+    let (ann, bob) = (c.a.user("ann").await, c.a.user("bob").await);
+    // Node C is a real process, so it can be killed.
+    let mut node_c = c.spawn_node_process("gw-c").await;
+    let bob_ws_url = format!("ws://{}/ws", node_c.addr);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(bob_ws_url).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", bob.token).parse().unwrap());
+    let (ws_c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while online(&c.a, &ann.token, bob.id).await != true {
+        assert!(tokio::time::Instant::now() < deadline, "bob never showed online via node C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node_c.child.kill().unwrap();
+    let _ = node_c.child.wait();
+    let killed = tokio::time::Instant::now();
+    // Presence TTL is 3 s: gone within one TTL (plus a refresh period of slack).
+    while online(&c.a, &ann.token, bob.id).await != false {
+        assert!(killed.elapsed() < Duration::from_secs(5), "bob still online {:?} after node C died", killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ws_c);
+    let (mut wa, _) = c.a.ws(&ann).await;
+    let ack = wa.send_msg("after-kill", json!({"receiverId": bob.id}), "are you there?").await;
+    assert_eq!(ack["type"], "ack");
+    let (_, backlog) = c.a.ws(&bob).await;
+    assert!(backlog.iter().any(|m| m["messageId"] == ack["messageId"]), "{backlog:?}");
     c.stop().await;
 }
