@@ -17,6 +17,7 @@ pub mod auth;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod http;
+pub mod lagging;
 pub mod state;
 pub mod ws;
 
@@ -112,6 +113,31 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     tracing::info!(%http_addr, %admin_addr, node = %state.node, mode = ?state.cfg.mode, "gatewayd serving");
     let grace = state.cfg.shutdown.grace_period;
     Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state, delivery, delivery_stop })
+}
+
+/// Runs the cluster's router and storage worker in this process (tests, or a one-box
+/// cluster), or `None` when this gatewayd was built without the `cluster` feature.
+pub fn spawn_cluster_router(cfg: Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(feature = "cluster")]
+    {
+        let (wcfg, wstop) = (cfg.clone(), stop.clone());
+        let worker = tokio::spawn(async move {
+            if let Err(error) = storage_workers::worker::run(wcfg, wstop).await {
+                tracing::error!(%error, "in-process storage worker failed");
+            }
+        });
+        Some(tokio::spawn(async move {
+            if let Err(error) = router::cluster::run(cfg, stop).await {
+                tracing::error!(%error, "in-process router failed");
+            }
+            let _ = worker.await;
+        }))
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = (cfg, stop);
+        None
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub router: Arc<RouterCore>,
     /// Where sends go: the in-process router queue (standalone) or Kafka (cluster).
     pub sends: Arc<dyn SendSink>,
+    /// Cursor acks and last-seen times: the store (standalone) or the side topic (cluster).
+    pub lagging: Arc<dyn crate::lagging::LaggingWrites>,
     /// Token signing.
     pub keys: JwtKeys,
     /// Password hashing.
@@ -70,7 +72,7 @@ impl AppState {
         let node = NodeId(cfg.node_id.clone());
         let registry = Arc::new(Registry::default());
         let router_tracker = TaskTracker::new();
-        let Seams { store, presence, bus, sends: cluster_sends } = seams(&cfg, &registry, &node, &shutdown).await?;
+        let Seams { store, presence, bus, sends: cluster_sends, lagging } = seams(&cfg, &registry, &node, &shutdown).await?;
         let secret = signing_secret(&cfg)?;
         let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
         let hasher = PasswordHasher::new(cfg.auth.argon2_memory_kib, cfg.auth.argon2_iterations).map_err(GatewayError::Key)?;
@@ -96,6 +98,7 @@ impl AppState {
             bus,
             router,
             sends,
+            lagging,
             keys,
             hasher,
             dummy_hash,
@@ -117,22 +120,36 @@ struct Seams {
     bus: Arc<dyn Bus>,
     /// `None`: the in-process router takes sends.
     sends: Option<Arc<dyn SendSink>>,
+    lagging: Arc<dyn crate::lagging::LaggingWrites>,
 }
 
 async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: &CancellationToken) -> Result<Seams, GatewayError> {
     match cfg.mode {
-        Mode::Standalone => Ok(Seams {
-            store: Arc::new(SqliteStore::open(&cfg.server.data_dir, &cfg.storage)?),
-            presence: Arc::new(LocalPresence::new(registry.clone(), node.clone())),
-            bus: Arc::new(InProcBus::new()),
-            sends: None,
-        }),
+        Mode::Standalone => {
+            let store: Arc<dyn MessageStore> = Arc::new(SqliteStore::open(&cfg.server.data_dir, &cfg.storage)?);
+            Ok(Seams {
+                lagging: Arc::new(crate::lagging::DirectWrites(store.clone())),
+                store,
+                presence: Arc::new(LocalPresence::new(registry.clone(), node.clone())),
+                bus: Arc::new(InProcBus::new()),
+                sends: None,
+            })
+        }
         #[cfg(feature = "cluster")]
         Mode::Cluster => {
             let svc = crate::cluster::services(cfg).await?;
             let sends = crate::cluster::KafkaSends::spawn(svc.bus.log().clone(), cfg, registry.clone());
             crate::cluster::spawn_presence_refresh(svc.presence.clone(), registry.clone(), cfg, shutdown.clone());
-            Ok(Seams { store: svc.store, presence: svc.presence, bus: svc.bus, sends: Some(Arc::new(sends)) })
+            let side = storage_workers::side::SideProducer::new(svc.bus.log().clone(), cfg)
+                .await
+                .map_err(|e| GatewayError::Cluster(e.to_string()))?;
+            Ok(Seams {
+                store: svc.store,
+                presence: svc.presence,
+                bus: svc.bus,
+                sends: Some(Arc::new(sends)),
+                lagging: Arc::new(crate::lagging::SideWrites(side)),
+            })
         }
         #[cfg(not(feature = "cluster"))]
         Mode::Cluster => {

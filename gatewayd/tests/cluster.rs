@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use std::time::Duration;
-use switchboard_core::config::{Config, Mode};
+use switchboard_core::config::Config;
 use testkit::cluster::{Broker, Namespace};
 use testkit::TestServer;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ struct Cluster {
     b: TestServer,
     router_stop: CancellationToken,
     router: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
     ns: Namespace,
     broker: Broker,
 }
@@ -39,21 +40,7 @@ fn free_port() -> u16 {
 }
 
 fn clustered(c: &mut Config, ns: &Namespace, broker: &Broker, node: &str) {
-    c.mode = Mode::Cluster;
-    c.node_id = node.into();
-    let k = &mut c.cluster;
-    k.redis_prefix = ns.redis_prefix.clone();
-    k.topic_prefix = ns.topic_prefix.clone();
-    k.postgres_schema = ns.schema.clone();
-    k.postgres_url = std::env::var("SWITCHBOARD_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    k.postgres_pool = 4;
-    k.kafka_brokers = broker.brokers.clone();
-    k.inbound_partitions = 3;
-    k.presence_ttl = Duration::from_secs(3);
-    // tansu: short fetch waits, and group joins take ~session_timeout / 2.
-    k.kafka_fetch_wait = Duration::from_millis(20);
-    k.kafka_session_timeout = Duration::from_secs(6);
-    k.kafka_heartbeat_interval = Duration::from_millis(500);
+    testkit::cluster::apply(c, ns, &broker.brokers, node);
 }
 
 impl Cluster {
@@ -67,8 +54,9 @@ impl Cluster {
         let a = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-a")).await;
         let b = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-b")).await;
         let router_stop = CancellationToken::new();
-        let mut c = Self { a, b, router_stop, router: tokio::spawn(async {}), ns, broker };
+        let mut c = Self { a, b, router_stop, router: tokio::spawn(async {}), worker: tokio::spawn(async {}), ns, broker };
         c.router = c.spawn_router();
+        c.worker = c.spawn_storage_worker();
         c
     }
 
@@ -79,6 +67,16 @@ impl Cluster {
         let stop = self.router_stop.clone();
         tokio::spawn(async move {
             router::cluster::run(rcfg, stop).await.expect("router runs");
+        })
+    }
+
+    /// A storage worker task in this process.
+    fn spawn_storage_worker(&self) -> tokio::task::JoinHandle<()> {
+        let mut wcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
+        clustered(&mut wcfg, &self.ns, &self.broker, "storage-1");
+        let stop = self.router_stop.clone();
+        tokio::spawn(async move {
+            storage_workers::worker::run(wcfg, stop).await.expect("storage worker runs");
         })
     }
 
@@ -112,6 +110,7 @@ impl Cluster {
     async fn stop(self) {
         self.router_stop.cancel();
         let _ = self.router.await;
+        let _ = self.worker.await;
         self.a.stop().await;
         self.b.stop().await;
     }

@@ -21,7 +21,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
-use switchboard_core::bus::{Bus, Delivery, Route};
+use std::collections::HashMap;
+use switchboard_core::bus::{Bus, BusError, Delivery, Route};
 use switchboard_core::error::ErrorCode;
 use switchboard_core::ids::{ConnId, DeviceId, MessageId, NodeId, UserId};
 use switchboard_core::metrics::names;
@@ -228,34 +229,81 @@ impl RouterCore {
             })
             .collect();
         let results = self.store.append(batch).await;
+        // One presence lookup for everyone this batch reaches.
+        let mut everyone: Vec<UserId> = Vec::new();
+        for (job, r) in jobs.iter().zip(&results) {
+            if let Some(a) = r.as_ref().ok().filter(|a| !a.duplicate) {
+                everyone.extend(a.recipients.iter().copied());
+                everyone.push(job.origin.user);
+            }
+        }
+        everyone.sort_unstable();
+        everyone.dedup();
+        let mut where_is: HashMap<UserId, Vec<NodeId>> = HashMap::new();
+        for (node, users) in self.presence.locate(&everyone).await {
+            for u in users {
+                where_is.entry(u).or_default().push(node.clone());
+            }
+        }
+        let mut out = Vec::new();
         for (job, result) in jobs.into_iter().zip(results) {
             match result {
-                Ok(appended) => self.deliver(&job, appended).await,
+                Ok(appended) => self.deliveries(&job, appended, &where_is, &mut out),
                 Err(e) => {
                     let cid = job.frame.client_msg_id.as_deref();
                     metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);
                     let payload = protocol::error_frame(e.code(), &e.to_string(), cid);
-                    self.to_conn(&job.origin, payload).await;
+                    out.push(reply(&job.origin, payload));
                 }
             }
         }
+        self.publish_in_order(out).await;
         metrics::histogram!(names::ROUTER_DELIVER_DURATION).record(started.elapsed().as_secs_f64());
     }
 
-    async fn deliver(&self, job: &SendJob, a: Appended) {
-        let ack = protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate);
-        self.to_conn(&job.origin, ack).await;
+    /// The ack for one committed send, then one delivery per node holding a recipient or
+    /// another device of the sender.
+    fn deliveries(&self, job: &SendJob, a: Appended, where_is: &HashMap<UserId, Vec<NodeId>>, out: &mut Vec<(NodeId, Delivery)>) {
+        out.push(reply(&job.origin, protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate)));
         if a.duplicate {
             metrics::counter!(names::ROUTER_DUPLICATES).increment(1);
             return;
         }
         metrics::counter!(names::ROUTER_MESSAGES).increment(1);
-        let mut users = a.recipients;
-        users.push(job.origin.user);
+        let mut by_node: HashMap<&NodeId, Vec<UserId>> = HashMap::new();
+        let mut offline = 0u64;
+        for u in a.recipients.iter().chain([&job.origin.user]) {
+            match where_is.get(u) {
+                Some(nodes) => nodes.iter().for_each(|n| by_node.entry(n).or_default().push(*u)),
+                None if *u != job.origin.user => offline += 1,
+                None => {}
+            }
+        }
+        metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline);
         let payload = protocol::message_frame(&a.view);
-        let reached = self.to_users(&users, Some((&job.origin.node, job.origin.conn)), payload, Some(a.view.message_id)).await;
-        let offline = users.len().saturating_sub(reached + 1);
-        metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline as u64);
+        for (node, users) in by_node {
+            // Connection ids are per node: skip the sending connection only on its own node.
+            let skip = (*node == job.origin.node).then_some(job.origin.conn);
+            let d = Delivery { route: Route::Users { users, skip }, payload: payload.clone(), message_id: Some(a.view.message_id) };
+            out.push((node.clone(), d));
+        }
+    }
+
+    /// Publishes every delivery: per node in the given (commit) order through
+    /// [`Bus::publish_all`], which pipelines them; nodes concurrently.
+    async fn publish_in_order(&self, out: Vec<(NodeId, Delivery)>) {
+        let mut per_node: Vec<(NodeId, Vec<Delivery>)> = Vec::new();
+        for (node, d) in out {
+            match per_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, list)) => list.push(d),
+                None => per_node.push((node, vec![d])),
+            }
+        }
+        let sends = per_node.into_iter().map(|(node, list)| async move {
+            let r = self.bus.publish_all(&node, list).await;
+            warn_unpublished((node, r));
+        });
+        futures_util::future::join_all(sends).await;
     }
 
     /// Publishes one delivery per node holding any of `users`; returns how many users were
@@ -274,11 +322,14 @@ impl RouterCore {
         reached
     }
 
-    async fn to_conn(&self, origin: &Origin, payload: Bytes) {
-        tracing::trace!(node = %origin.node, conn = %origin.conn, "reply");
-        let d = Delivery { route: Route::Conn(origin.conn), payload, message_id: None };
-        if let Err(error) = self.bus.publish(&origin.node, d).await {
-            tracing::warn!(%error, node = %origin.node, "reply not published");
-        }
+}
+
+fn reply(origin: &Origin, payload: Bytes) -> (NodeId, Delivery) {
+    (origin.node.clone(), Delivery { route: Route::Conn(origin.conn), payload, message_id: None })
+}
+
+fn warn_unpublished((node, result): (NodeId, Result<(), BusError>)) {
+    if let Err(error) = result {
+        tracing::warn!(%error, %node, "delivery not published");
     }
 }

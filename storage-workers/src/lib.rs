@@ -20,4 +20,7 @@ pub mod contract;
 pub mod media;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod side;
 pub mod sqlite;
+#[cfg(all(feature = "postgres", feature = "kafka"))]
+pub mod worker;

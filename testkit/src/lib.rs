@@ -35,7 +35,24 @@ pub struct TestServer {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
+    /// Cluster mode: the in-process router and the namespace of shared-service names.
+    cluster: Option<InCluster>,
 }
+
+struct InCluster {
+    router_stop: tokio_util::sync::CancellationToken,
+    router: tokio::task::JoinHandle<()>,
+    ns: cluster::Namespace,
+}
+
+/// Whether the contract tests run against cluster mode (`SWITCHBOARD_TEST_MODE=cluster`, with
+/// a gatewayd built with `--features cluster` and a broker in `KAFKA_BROKERS`).
+pub fn cluster_mode() -> bool {
+    std::env::var("SWITCHBOARD_TEST_MODE").as_deref() == Ok("cluster")
+}
+
+/// File in a data directory naming the cluster namespace a restarted server adopts.
+const NS_FILE: &str = "cluster-namespace";
 
 /// A registered, logged-in user.
 #[derive(Debug, Clone)]
@@ -82,7 +99,27 @@ impl TestServer {
     /// Starts a gateway on an existing data directory (for restart tests).
     pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut cfg = test_config(dir);
+        let ns = cluster_mode().then(|| {
+            let id = std::fs::read_to_string(dir.join(NS_FILE)).ok();
+            id.map(cluster::Namespace::with_id).unwrap_or_default()
+        });
+        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_default();
+        if let Some(ns) = &ns {
+            assert!(!brokers.is_empty(), "SWITCHBOARD_TEST_MODE=cluster needs KAFKA_BROKERS");
+            cluster::apply(&mut cfg, ns, &brokers, "gw-test");
+        }
         tweak(&mut cfg);
+        let cluster = match ns {
+            Some(ns) => {
+                let mut rcfg = cfg.clone();
+                rcfg.node_id = "router-test".into();
+                let router_stop = tokio_util::sync::CancellationToken::new();
+                let router = gatewayd::spawn_cluster_router(rcfg, router_stop.clone())
+                    .expect("SWITCHBOARD_TEST_MODE=cluster needs gatewayd built with --features cluster");
+                Some(InCluster { router_stop, router, ns })
+            }
+            None => None,
+        };
         let gw = gatewayd::start(cfg).await.expect("gateway starts");
         Self {
             base: format!("http://{}", gw.http_addr),
@@ -92,6 +129,7 @@ impl TestServer {
             dir: dir.to_owned(),
             _tmp: None,
             http: reqwest::Client::new(),
+            cluster,
         }
     }
 
@@ -99,6 +137,15 @@ impl TestServer {
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(gw) = self.gw.take() {
             gw.shutdown().await;
+        }
+        if let Some(c) = self.cluster.take() {
+            c.router_stop.cancel();
+            let _ = c.router.await;
+            // The data outlives this server: a restart on the same directory adopts it.
+            let _ = std::fs::write(self.dir.join(NS_FILE), &c.ns.id);
+            if self._tmp.is_some() {
+                c.ns.keep();
+            }
         }
         self._tmp.take()
     }

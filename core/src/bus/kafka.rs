@@ -175,6 +175,13 @@ impl Bus for KafkaBus {
         Ok(())
     }
 
+    async fn publish_all(&self, node: &NodeId, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        let topic = self.topic(node)?;
+        self.log.ensure_topic(&topic, self.log.config().partitions).await?;
+        let payloads: Vec<Vec<u8>> = deliveries.iter().map(codec::encode).collect();
+        self.log.send_all(&topic, node.0.as_bytes(), &payloads).await
+    }
+
     async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Delivery>, BusError> {
         let topic = self.topic(node)?;
         let mut subscribers = self.subscribers.lock().await;

@@ -107,6 +107,14 @@ pub const INPROC_QUEUE: usize = 65536;
 pub trait Bus: Send + Sync + 'static {
     /// Sends a delivery to a node, waiting while its queue is full.
     async fn publish(&self, node: &NodeId, delivery: Delivery) -> Result<(), BusError>;
+    /// Sends deliveries to one node in this order, returning once all are confirmed.
+    /// Implementations pipeline them; the default sends one after another.
+    async fn publish_all(&self, node: &NodeId, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        for d in deliveries {
+            self.publish(node, d).await?;
+        }
+        Ok(())
+    }
     /// The stream of deliveries addressed to `node`.
     async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Delivery>, BusError>;
 }

@@ -85,7 +85,7 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     if s.presence.disconnected(shared.user, shared.id).await {
         let at = now_ms();
-        if let Err(error) = s.store.set_last_seen(shared.user, at).await {
+        if let Err(error) = s.lagging.last_seen(shared.user, at).await {
             tracing::warn!(%error, "last seen not recorded");
         }
         announce(&s, shared.user, false, Some(at));
@@ -293,7 +293,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 self.spawn_reply(move |s, o| async move { s.router.receipt(&o, message_id, status).await });
             }
             ClientFrame::Cursor { message_id } => {
-                self.spawn_reply(move |s, o| async move { s.store.advance_cursor(o.user, &o.device, message_id).await });
+                self.spawn_reply(move |s, o| async move { s.lagging.cursor(o.user, &o.device, message_id).await });
             }
             ClientFrame::Typing { target } => {
                 self.spawn_reply(move |s, o| async move { s.router.typing(&o, target).await });

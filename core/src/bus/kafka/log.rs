@@ -175,6 +175,40 @@ impl KafkaLog {
         }
     }
 
+    /// Appends keyed records in this order and returns once all are acknowledged: each is
+    /// handed to the producer before the next (so they keep their order within the
+    /// partition), and the acknowledgements are awaited together.
+    ///
+    /// # Errors
+    /// The first failure, as for [`send`](Self::send).
+    pub async fn send_all(&self, topic: &str, key: &[u8], payloads: &[Vec<u8>]) -> Result<(), BusError> {
+        let mut pending = std::collections::VecDeque::new();
+        for payload in payloads {
+            let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
+            loop {
+                match self.inner.producer.send_result(record) {
+                    Ok(ack) => {
+                        pending.push_back(ack);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        // Wait for the oldest outstanding record to make room, or briefly.
+                        match pending.pop_front() {
+                            Some(oldest) => check_ack(oldest.await)?,
+                            None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                        }
+                    }
+                    Err((error, _)) => return Err(error.into()),
+                }
+            }
+        }
+        for ack in pending {
+            check_ack(ack.await)?;
+        }
+        Ok(())
+    }
+
     /// Waits until every record sent so far is acknowledged or failed (at most
     /// `delivery_timeout`), off the async threads.
     ///
@@ -232,6 +266,15 @@ pub struct LogConsumer {
     max_in_flight: usize,
     /// Set by `close`: told when the background close has finished.
     on_closed: Option<oneshot::Sender<()>>,
+}
+
+/// The outcome of one acknowledgement awaited by [`KafkaLog::send_all`].
+fn check_ack<E>(ack: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>) -> Result<(), BusError> {
+    match ack {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(error.into()),
+        Err(_) => Err(BusError::Closed),
+    }
 }
 
 /// A record handed out by [`LogConsumer::next`].
