@@ -159,7 +159,7 @@ impl RouterCore {
         let notices = self.store.receipt(origin.user, &origin.device, message, status).await?;
         for (author, latest) in notices {
             let payload = protocol::receipt_frame(latest, status, origin.user);
-            self.to_users(&[author], None, payload, None).await;
+            self.to_users(&[author], payload).await;
         }
         Ok(())
     }
@@ -179,13 +179,13 @@ impl RouterCore {
                 group.members.into_iter().filter(|m| *m != origin.user).collect()
             }
         };
-        self.to_users(&users, None, protocol::typing_frame(origin.user, target), None).await;
+        self.to_users(&users, protocol::typing_frame(origin.user, target)).await;
         Ok(())
     }
 
     /// Tells a user's 1:1 peers that they came online or went offline.
     pub async fn presence_changed(&self, user: UserId, peers: &[UserId], online: bool, last_seen: Option<i64>) {
-        self.to_users(peers, None, protocol::presence_frame(user, online, last_seen), None).await;
+        self.to_users(peers, protocol::presence_frame(user, online, last_seen)).await;
     }
 }
 
@@ -306,20 +306,12 @@ impl RouterCore {
         futures_util::future::join_all(sends).await;
     }
 
-    /// Publishes one delivery per node holding any of `users`; returns how many users were
-    /// online. `skip` leaves out one connection of one node (connection ids are per node).
-    async fn to_users(&self, users: &[UserId], skip: Option<(&NodeId, ConnId)>, payload: Bytes, message_id: Option<MessageId>) -> usize {
-        let located = self.presence.locate(users).await;
-        let mut reached = 0;
-        for (node, users) in located {
-            reached += users.len();
-            let skip = skip.and_then(|(n, c)| (*n == node).then_some(c));
-            let d = Delivery { route: Route::Users { users, skip }, payload: payload.clone(), message_id };
-            if let Err(error) = self.bus.publish(&node, d).await {
-                tracing::warn!(%error, %node, "delivery not published");
-            }
+    /// Publishes one frame (receipt, typing, presence) to every node holding any of `users`.
+    async fn to_users(&self, users: &[UserId], payload: Bytes) {
+        for (node, users) in self.presence.locate(users).await {
+            let d = Delivery { route: Route::Users { users, skip: None }, payload: payload.clone(), message_id: None };
+            warn_unpublished((node.clone(), self.bus.publish(&node, d).await));
         }
-        reached
     }
 
 }
