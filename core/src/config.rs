@@ -462,6 +462,21 @@ impl Config {
     }
 }
 
+/// Parses `--set KEY=VALUE` flags into overrides for [`Config::load`].
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the first flag without `=`.
+pub fn parse_overrides(flags: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    flags
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| ConfigError::Parse(format!("--set {kv}: expected KEY=VALUE")))
+        })
+        .collect()
+}
+
 fn literal(v: &str) -> toml::Value {
     format!("x = {v}")
         .parse::<toml::Table>()

@@ -54,10 +54,7 @@ impl Cli {
         if let Some(v) = &self.data_dir {
             o.push(("server.data_dir".into(), format!("{:?}", v.display().to_string())));
         }
-        for kv in &self.set {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
-            o.push((k.trim().into(), v.trim().into()));
-        }
+        o.extend(switchboard_core::config::parse_overrides(&self.set).map_err(|e| e.to_string())?);
         Ok(o)
     }
 }

@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchboard_core::config::{Config, OsEnv};
+use switchboard_core::config::{parse_overrides, Config, OsEnv};
 
 /// Switchboard router: consumes the inbound topic, stores, sequences and fans out messages.
 /// Reads the same configuration as gatewayd (its `[cluster]` section).
@@ -28,12 +28,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let overrides: Result<Vec<(String, String)>, String> = cli
-        .set
-        .iter()
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).ok_or(format!("--set {kv}: expected KEY=VALUE")))
-        .collect();
-    let cfg = match overrides.and_then(|o| Config::load(cli.config.as_deref(), &OsEnv, &o).map_err(|e| e.to_string())) {
+    let cfg = match parse_overrides(&cli.set).and_then(|o| Config::load(cli.config.as_deref(), &OsEnv, &o)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("router: {e}");

@@ -68,15 +68,7 @@ fn main() -> ExitCode {
 
 /// The configuration: defaults < `--config` < `SWITCHBOARD_*` env < `--set`, validated.
 fn load(cli: &Cli) -> Result<Config, String> {
-    let overrides = cli
-        .set
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .ok_or(format!("--set {kv}: expected KEY=VALUE"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let overrides = switchboard_core::config::parse_overrides(&cli.set).map_err(|e| e.to_string())?;
     Config::load(cli.config.as_deref(), &OsEnv, &overrides).map_err(|e| e.to_string())
 }
 

@@ -94,17 +94,9 @@ impl ErrorCode for WorkerError {
     }
 }
 
-/// The Kafka settings of a configuration (the same as the router's).
+/// The Kafka settings of a configuration.
 pub fn kafka_config(cfg: &Config) -> KafkaConfig {
-    let c = &cfg.cluster;
-    KafkaConfig {
-        brokers: c.kafka_brokers.clone(),
-        topic_prefix: c.topic_prefix.clone(),
-        fetch_wait: c.kafka_fetch_wait,
-        session_timeout: c.kafka_session_timeout,
-        heartbeat_interval: c.kafka_heartbeat_interval,
-        ..KafkaConfig::default()
-    }
+    KafkaConfig::from_cluster(&cfg.cluster)
 }
 
 /// The storage workers' consumer group: `<cluster.topic_prefix>storage`.

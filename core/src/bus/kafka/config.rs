@@ -80,6 +80,18 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The Kafka settings of a node's `[cluster]` configuration (the rest at defaults).
+    pub fn from_cluster(c: &crate::config::ClusterConfig) -> Self {
+        Self {
+            brokers: c.kafka_brokers.clone(),
+            topic_prefix: c.topic_prefix.clone(),
+            fetch_wait: c.kafka_fetch_wait,
+            session_timeout: c.kafka_session_timeout,
+            heartbeat_interval: c.kafka_heartbeat_interval,
+            ..Self::default()
+        }
+    }
+
     /// Every problem with these settings, empty when they are usable.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();

@@ -167,21 +167,7 @@ impl RedisPresence {
     /// when a newer incarnation of the node is registered, [`PresenceError::Redis`] when Redis
     /// cannot be reached.
     pub async fn connect(target: &RedisTarget, cfg: RedisPresenceConfig) -> Result<Self, PresenceError> {
-        cfg.validate()?;
-        let keys = Keys::new(&cfg.prefix)?;
-        let conn = Conn::open(target, cfg.timeout).await?;
-        let presence = Self {
-            conn,
-            keys,
-            cfg,
-            scripts: Scripts::new(),
-            nodes: Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
-            registered: AtomicBool::new(false),
-        };
-        for script in presence.scripts.all() {
-            script.load_async(&mut presence.conn.clone()).await?;
-        }
+        let presence = Self::observer(target, cfg).await?;
         presence.register_node().await?;
         Ok(presence)
     }
