@@ -53,7 +53,7 @@ impl Drop for Broker {
 }
 
 /// Unique names for one test; Redis keys and the PostgreSQL schema are removed on drop
-/// (topics die with a broker the test started) unless [`Namespace::keep`] was called.
+/// (topics die with a broker the test started). Removing twice is harmless.
 pub struct Namespace {
     /// The id the names are made from.
     pub id: String,
@@ -63,7 +63,6 @@ pub struct Namespace {
     pub topic_prefix: String,
     /// `sbtest_<id>`
     pub schema: String,
-    kept: bool,
 }
 
 impl Namespace {
@@ -79,13 +78,7 @@ impl Namespace {
             topic_prefix: format!("test.{id}."),
             schema: format!("sbtest_{id}"),
             id,
-            kept: false,
         }
-    }
-
-    /// Leaves the data in place on drop (a server restart will adopt it again).
-    pub fn keep(mut self) {
-        self.kept = true;
     }
 }
 
@@ -117,9 +110,6 @@ impl Default for Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
         let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", &sql]).output();
         let pattern = format!("{}*", self.redis_prefix);

@@ -54,6 +54,20 @@ pub fn cluster_mode() -> bool {
 /// File in a data directory naming the cluster namespace a restarted server adopts.
 const NS_FILE: &str = "cluster-namespace";
 
+/// A stopped server's data: its directory and, in cluster mode, its namespace in the shared
+/// services. Both are removed when this is dropped.
+pub struct DataDir {
+    tmp: tempfile::TempDir,
+    _ns: Option<cluster::Namespace>,
+}
+
+impl DataDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
 /// A registered, logged-in user.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -133,21 +147,24 @@ impl TestServer {
         }
     }
 
-    /// Graceful shutdown; returns the temporary directory so a restart can reuse it.
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+    /// Graceful shutdown; returns the temporary data directory (and, in cluster mode, the
+    /// shared-service namespace) so a restart can reuse them. Dropping it removes both.
+    pub async fn stop(mut self) -> Option<DataDir> {
         if let Some(gw) = self.gw.take() {
             gw.shutdown().await;
         }
+        let mut ns = None;
         if let Some(c) = self.cluster.take() {
             c.router_stop.cancel();
             let _ = c.router.await;
-            // The data outlives this server: a restart on the same directory adopts it.
+            // A restart on the same directory adopts the namespace (dropping it twice is harmless).
             let _ = std::fs::write(self.dir.join(NS_FILE), &c.ns.id);
-            if self._tmp.is_some() {
-                c.ns.keep();
-            }
+            ns = Some(c.ns);
         }
-        self._tmp.take()
+        match self._tmp.take() {
+            Some(tmp) => Some(DataDir { tmp, _ns: ns }),
+            None => None,
+        }
     }
 
     /// Any HTTP request; returns the status and the JSON body (Null when not JSON).
