@@ -14,10 +14,8 @@
 #![cfg(feature = "kafka")]
 
 use bytes::Bytes;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+use switchboard_core::bus::test_broker::Broker;
 use switchboard_core::bus::contract::{bus_contract, marker, recv_n, sample_deliveries};
 use switchboard_core::bus::{Bus, Delivery, KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, SubscriberStats};
 use switchboard_core::ids::{MessageId, NodeId};
@@ -25,63 +23,6 @@ use tokio::time::{timeout, Instant};
 
 /// How long a test waits for any one event (a group join takes ~3 s here).
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A broker for one test: shared (from `KAFKA_BROKERS`) or started here and stopped on drop.
-struct Broker {
-    brokers: String,
-    /// Set when this test started the broker.
-    port: Option<u16>,
-}
-
-impl Broker {
-    fn get() -> Self {
-        match std::env::var("KAFKA_BROKERS") {
-            Ok(brokers) if !brokers.trim().is_empty() => Self { brokers, port: None },
-            _ => Self::start(),
-        }
-    }
-
-    fn start() -> Self {
-        let mut last_error = String::new();
-        // A free port can be taken between the probe and the start: try a few.
-        for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("probe a free port").port();
-            let out = kafka_sh(&["start", &port.to_string()]);
-            if out.status.success() {
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                let brokers = stdout
-                    .lines()
-                    .find_map(|l| l.strip_prefix("KAFKA_BROKERS="))
-                    .expect("kafka.sh prints KAFKA_BROKERS");
-                return Self { brokers: brokers.to_owned(), port: Some(port) };
-            }
-            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        panic!("scripts/kafka.sh start failed: {last_error}");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(port) = self.port {
-            let out = kafka_sh(&["stop", &port.to_string()]);
-            if !out.status.success() {
-                eprintln!("kafka.sh stop {port}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-    }
-}
-
-fn kafka_sh(args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-    Command::new("bash")
-        .arg(script)
-        .args(args)
-        // An interrupted test run must not leave its brokers behind.
-        .env("KAFKA_OWNER_PID", std::process::id().to_string())
-        .output()
-        .expect("run scripts/kafka.sh")
-}
 
 /// Settings for one test: its own namespace, and the broker quirks from the module docs.
 fn config(broker: &Broker) -> KafkaConfig {

@@ -10,7 +10,6 @@ use crate::ws::outbox::OutFrame;
 use crate::ws::registry::Registry;
 use crate::GatewayError;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use futures_util::FutureExt;
 use router::cluster::{connect, inbound_topic, Role, Services};
 use router::{Origin, RouterError, SendJob, SendSink};
 use std::sync::Arc;
@@ -68,23 +67,27 @@ async fn produce(log: KafkaLog, topic: String, mut rx: mpsc::Receiver<SendJob>, 
         tokio::select! {
             job = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(mut job) = job else { break };
-                tracing::debug!(conn_id = %job.origin.conn, "producing send");
                 if job.frame.client_msg_id.is_none() {
                     job.idempotency_key = Some(format!("srv-{}", uuid::Uuid::new_v4().simple()));
                 }
                 let key = job.frame.target.conversation(job.origin.user).to_string();
                 let payload = serde_json::to_vec(&job).expect("a SendJob serializes");
-                let (log, topic) = (log.clone(), topic.clone());
                 let (origin, cid) = (job.origin, job.frame.client_msg_id);
-                let mut fut: Produced = Box::pin(async move {
-                    let r = log.send(&topic, key.as_bytes(), &payload).await;
-                    (origin, cid, r)
-                });
-                // The first poll hands the record to the producer: do it now, in submit
-                // order, so one connection's sends keep their order within a partition.
-                match (&mut fut).now_or_never() {
-                    Some(done) => report(&registry, done),
-                    None => in_flight.push_back(fut),
+                // Enqueued synchronously, in submit order, so one connection's sends keep their
+                // order within the conversation's partition.
+                let acked = loop {
+                    match log.enqueue(&topic, key.as_bytes(), &payload) {
+                        Ok(Some(acked)) => break Ok(acked),
+                        Ok(None) => match in_flight.next().await {
+                            Some(done) => report(&registry, done),
+                            None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                        },
+                        Err(e) => break Err(e),
+                    }
+                };
+                match acked {
+                    Ok(acked) => in_flight.push_back(Box::pin(async move { (origin, cid, acked.wait().await) })),
+                    Err(e) => report(&registry, (origin, cid, Err(e))),
                 }
             }
             Some(done) = in_flight.next() => report(&registry, done),

@@ -117,7 +117,7 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
 
 /// Runs the cluster's router and storage worker in this process (tests, or a one-box
 /// cluster), or `None` when this gatewayd was built without the `cluster` feature.
-pub fn spawn_cluster_router(cfg: Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_cluster_backends(cfg: Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
     #[cfg(feature = "cluster")]
     {
         let (wcfg, wstop) = (cfg.clone(), stop.clone());

@@ -2,55 +2,9 @@
 //! started through `scripts/kafka.sh` and stopped on drop) and a namespace of unique names
 //! (Redis key prefix, topic prefix, PostgreSQL schema) that is removed on drop.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// A Kafka-protocol broker for one test.
-pub struct Broker {
-    /// Bootstrap address.
-    pub brokers: String,
-    port: Option<u16>,
-}
-
-fn kafka_sh(args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-    Command::new("bash").arg(script).args(args).output().expect("run scripts/kafka.sh")
-}
-
-impl Broker {
-    /// The broker named by `KAFKA_BROKERS`, or a new tansu on a free port.
-    ///
-    /// # Panics
-    /// When no broker can be started.
-    pub fn get() -> Self {
-        if let Ok(b) = std::env::var("KAFKA_BROKERS") {
-            if !b.trim().is_empty() {
-                return Self { brokers: b, port: None };
-            }
-        }
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-            let out = kafka_sh(&["start", &port.to_string()]);
-            if out.status.success() {
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                let brokers = stdout.lines().find_map(|l| l.strip_prefix("KAFKA_BROKERS=")).expect("kafka.sh prints KAFKA_BROKERS");
-                return Self { brokers: brokers.to_owned(), port: Some(port) };
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        panic!("scripts/kafka.sh start failed: {last}");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(port) = self.port {
-            let _ = kafka_sh(&["stop", &port.to_string()]);
-        }
-    }
-}
+pub use switchboard_core::bus::test_broker::Broker;
 
 /// Unique names for one test; Redis keys and the PostgreSQL schema are removed on drop
 /// (topics die with a broker the test started). Removing twice is harmless.

@@ -128,7 +128,7 @@ impl TestServer {
                 let mut rcfg = cfg.clone();
                 rcfg.node_id = "router-test".into();
                 let router_stop = tokio_util::sync::CancellationToken::new();
-                let router = gatewayd::spawn_cluster_router(rcfg, router_stop.clone())
+                let router = gatewayd::spawn_cluster_backends(rcfg, router_stop.clone())
                     .expect("SWITCHBOARD_TEST_MODE=cluster needs gatewayd built with --features cluster");
                 Some(InCluster { router_stop, router, ns })
             }
@@ -161,10 +161,7 @@ impl TestServer {
             let _ = std::fs::write(self.dir.join(NS_FILE), &c.ns.id);
             ns = Some(c.ns);
         }
-        match self._tmp.take() {
-            Some(tmp) => Some(DataDir { tmp, _ns: ns }),
-            None => None,
-        }
+        self._tmp.take().map(|tmp| DataDir { tmp, _ns: ns })
     }
 
     /// Any HTTP request; returns the status and the JSON body (Null when not JSON).

@@ -14,12 +14,14 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 pub mod codec;
+#[cfg(feature = "testing")]
+pub mod test_broker;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use self::kafka::{KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, Sent, SubscriberStats};
+pub use self::kafka::{Acked, KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, Sent, SubscriberStats};
 
 /// A bus failure.
 #[derive(Debug, thiserror::Error)]

@@ -184,29 +184,41 @@ impl KafkaLog {
     pub async fn send_all(&self, topic: &str, key: &[u8], payloads: &[Vec<u8>]) -> Result<(), BusError> {
         let mut pending = std::collections::VecDeque::new();
         for payload in payloads {
-            let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
             loop {
-                match self.inner.producer.send_result(record) {
-                    Ok(ack) => {
-                        pending.push_back(ack);
+                match self.enqueue(topic, key, payload)? {
+                    Some(acked) => {
+                        pending.push_back(acked);
                         break;
                     }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        // Wait for the oldest outstanding record to make room, or briefly.
-                        match pending.pop_front() {
-                            Some(oldest) => check_ack(oldest.await)?,
-                            None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                    // The producer queue is full: wait for the oldest record to make room.
+                    None => match pending.pop_front() {
+                        Some(oldest) => {
+                            oldest.wait().await?;
                         }
-                    }
-                    Err((error, _)) => return Err(error.into()),
+                        None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                    },
                 }
             }
         }
-        for ack in pending {
-            check_ack(ack.await)?;
+        for acked in pending {
+            acked.wait().await?;
         }
         Ok(())
+    }
+
+    /// Hands a keyed record to the producer now, without waiting: records enqueued one after
+    /// another keep that order within their partition. `Ok(None)` when the producer's queue is
+    /// full (nothing was taken; wait for an earlier [`Acked`] and try again).
+    ///
+    /// # Errors
+    /// [`BusError::Kafka`] when the record is refused outright (for example too large).
+    pub fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<Option<Acked>, BusError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self.inner.producer.send_result(record) {
+            Ok(ack) => Ok(Some(Acked(ack))),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(None),
+            Err((error, _)) => Err(error.into()),
+        }
     }
 
     /// Waits until every record sent so far is acknowledged or failed (at most
@@ -268,12 +280,21 @@ pub struct LogConsumer {
     on_closed: Option<oneshot::Sender<()>>,
 }
 
-/// The outcome of one acknowledgement awaited by [`KafkaLog::send_all`].
-fn check_ack<E>(ack: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>) -> Result<(), BusError> {
-    match ack {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => Err(error.into()),
-        Err(_) => Err(BusError::Closed),
+/// A record the producer has taken (see [`KafkaLog::enqueue`]).
+pub struct Acked(rdkafka::producer::DeliveryFuture);
+
+impl Acked {
+    /// Waits until every in-sync replica has the record (`acks=all`).
+    ///
+    /// # Errors
+    /// [`BusError::Kafka`] when it was not acknowledged within `delivery_timeout` or was
+    /// refused; [`BusError::Closed`] when the producer went away.
+    pub async fn wait(self) -> Result<Sent, BusError> {
+        match self.0.await {
+            Ok(Ok(d)) => Ok(Sent { partition: d.partition, offset: d.offset }),
+            Ok(Err((error, _))) => Err(error.into()),
+            Err(_) => Err(BusError::Closed),
+        }
     }
 }
 
