@@ -80,10 +80,69 @@ pub struct Config {
     pub ws: WsConfig,
     /// Embedded storage.
     pub storage: StorageConfig,
+    /// Where uploaded media bytes live.
+    pub media: MediaConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Services of cluster mode (ignored in standalone mode).
     pub cluster: ClusterConfig,
+}
+
+/// Where media bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    /// Files under `<server.data_dir>/media` on this node: fine for one node, not shared.
+    Local,
+    /// An S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...): shared by every node.
+    S3,
+}
+
+/// `[media]`: where uploaded media bytes live. The upload limit stays `server.media_max_bytes`.
+///
+/// Secrets are best passed through the environment, not the file:
+/// `SWITCHBOARD_MEDIA_S3_ACCESS_KEY_ID` and `SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `local` (files under `<server.data_dir>/media`) or `s3`. Default: local. Cluster mode
+    /// needs `s3` for media uploaded through one gateway to be readable through another.
+    pub backend: MediaBackend,
+    /// S3 bucket (must exist; it is not created). Required when `backend = "s3"`. Default: unset.
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers, e.g. "http://127.0.0.1:9000"; path-style
+    /// requests are used. Default: unset, meaning AWS S3 of `s3_region`.
+    pub s3_endpoint: Option<String>,
+    /// S3 region (request signing; with AWS, also the endpoint). Default: "us-east-1".
+    pub s3_region: String,
+    /// S3 access key id; set together with `s3_secret_access_key`. Default: unset: with both
+    /// unset, credentials come from the instance metadata service (EC2/ECS roles).
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key. Pass it as env `SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY` rather than
+    /// writing it into the config file. Default: unset.
+    pub s3_secret_access_key: Option<String>,
+    /// Prefix of every object key, e.g. "switchboard/media"; lets several deployments share a
+    /// bucket. Default: "" (keys at the bucket root).
+    pub s3_prefix: String,
+    /// Allow plain `http://` endpoints (local test servers); without it only https is used.
+    /// Default: false.
+    pub s3_allow_http: bool,
+}
+
+impl std::fmt::Debug for MediaConfig {
+    // By hand so that the secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaConfig")
+            .field("backend", &self.backend)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &self.s3_secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("s3_prefix", &self.s3_prefix)
+            .field("s3_allow_http", &self.s3_allow_http)
+            .finish()
+    }
 }
 
 /// `[cluster]`: where the shared services are.
@@ -247,6 +306,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             ws: WsConfig::default(),
             storage: StorageConfig::default(),
+            media: MediaConfig::default(),
             shutdown: ShutdownConfig::default(),
             cluster: ClusterConfig::default(),
         }
@@ -300,6 +360,21 @@ impl Default for WsConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self { durability: Durability::Full, batch_max: 512, readers: 4 }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            backend: MediaBackend::Local,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: String::new(),
+            s3_allow_http: false,
+        }
     }
 }
 
@@ -393,7 +468,15 @@ impl Config {
             }
         }
         // Optional keys have no default and so do not serialize; list them anyway.
-        for key in ["auth.jwt_secret", "auth.jwt_secret_file", "cluster.advertise"] {
+        for key in [
+            "auth.jwt_secret",
+            "auth.jwt_secret_file",
+            "cluster.advertise",
+            "media.s3_bucket",
+            "media.s3_endpoint",
+            "media.s3_access_key_id",
+            "media.s3_secret_access_key",
+        ] {
             out.push(KeyInfo {
                 env: format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase()),
                 key: key.into(),
@@ -454,10 +537,42 @@ impl Config {
         if self.server.media_max_bytes == 0 {
             errs.push("server.media_max_bytes must be at least 1".into());
         }
+        if self.media.backend == MediaBackend::S3 {
+            self.media.validate_s3(&mut errs);
+        }
         if errs.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(errs))
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The checks that apply when `backend = "s3"`.
+    fn validate_s3(&self, errs: &mut Vec<String>) {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if !set(&self.s3_bucket) {
+            errs.push("media.s3_bucket must be set when media.backend = \"s3\"".into());
+        }
+        if self.s3_region.trim().is_empty() {
+            errs.push("media.s3_region must not be empty when media.backend = \"s3\"".into());
+        }
+        if set(&self.s3_access_key_id) != set(&self.s3_secret_access_key) {
+            errs.push(
+                "media.s3_access_key_id and media.s3_secret_access_key must be set together \
+                 (the secret preferably as env SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY)"
+                    .into(),
+            );
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            if endpoint.starts_with("http://") {
+                if !self.s3_allow_http {
+                    errs.push(format!("media.s3_endpoint {endpoint:?} is plain http: set media.s3_allow_http = true to allow it"));
+                }
+            } else if !endpoint.starts_with("https://") {
+                errs.push(format!("media.s3_endpoint {endpoint:?} must be an http:// or https:// URL"));
+            }
         }
     }
 }
@@ -544,9 +659,88 @@ mod tests {
     }
 
     #[test]
+    fn media_section_from_file_and_env() {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[media]\nbackend = \"s3\"\ns3_bucket = \"sb-media\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n\
+             s3_allow_http = true\ns3_access_key_id = \"AKIDEXAMPLE\"\ns3_prefix = \"from-file\"\n",
+        )
+        .unwrap();
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let e = env(&[
+            ("SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY", secret),
+            ("SWITCHBOARD_MEDIA_S3_PREFIX", "tenant-a/media"),
+            ("SWITCHBOARD_MEDIA_S3_REGION", "eu-central-1"),
+        ]);
+        let c = Config::load(Some(&file), &e, &[]).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        let m = &c.media;
+        assert_eq!(m.backend, MediaBackend::S3);
+        assert_eq!(m.s3_bucket.as_deref(), Some("sb-media"));
+        assert_eq!(m.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(m.s3_region, "eu-central-1");
+        assert_eq!(m.s3_access_key_id.as_deref(), Some("AKIDEXAMPLE"));
+        assert_eq!(m.s3_secret_access_key.as_deref(), Some(secret));
+        assert_eq!(m.s3_prefix, "tenant-a/media");
+        assert!(m.s3_allow_http);
+        assert!(!format!("{c:?}").contains(secret), "Debug must not show the secret");
+        // Tests write configs with toml::to_string: the new section must round-trip.
+        let text = toml::to_string(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let back: Config = toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        assert_eq!(back, Config::default());
+        assert_eq!(Config::default().media.backend, MediaBackend::Local);
+    }
+
+    #[test]
+    fn media_s3_is_validated() {
+        let e = env(&[]);
+        let set = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let err = Config::load(None, &e, &set(&[("media.backend", "s3")])).unwrap_err();
+        let ConfigError::Invalid(list) = err else { panic!("expected Invalid") };
+        assert!(list.iter().any(|m| m.contains("media.s3_bucket must be set")), "{list:?}");
+        let err = Config::load(
+            None,
+            &e,
+            &set(&[
+                ("media.backend", "s3"),
+                ("media.s3_bucket", "b"),
+                ("media.s3_endpoint", "http://127.0.0.1:9000"),
+                ("media.s3_access_key_id", "AKIDEXAMPLE"),
+            ]),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(list) = err else { panic!("expected Invalid") };
+        assert!(list.iter().any(|m| m.contains("s3_allow_http")), "{list:?}");
+        assert!(list.iter().any(|m| m.contains("set together")), "{list:?}");
+        let err = Config::load(None, &e, &set(&[("media.backend", "s3"), ("media.s3_bucket", "b"), ("media.s3_endpoint", "127.0.0.1:9000")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("http:// or https://"), "{err}");
+        let err = Config::load(None, &e, &set(&[("media.backend", "gcs")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+        let err = Config::load(None, &e, &set(&[("media.s3_bucket_name", "b")])).unwrap_err();
+        assert!(err.to_string().contains("s3_bucket_name"), "{err}");
+        // The s3 fields are not checked while the backend is local.
+        Config::load(None, &e, &set(&[("media.s3_endpoint", "http://127.0.0.1:9000")])).unwrap();
+        // AWS: no endpoint, credentials from the instance.
+        let c = Config::load(None, &e, &set(&[("media.backend", "s3"), ("media.s3_bucket", "b")])).unwrap();
+        assert_eq!(c.media.s3_endpoint, None);
+    }
+
+    #[test]
     fn keys_list_env_names() {
         let keys = Config::keys();
         assert!(keys.iter().any(|k| k.key == "server.listen" && k.env == "SWITCHBOARD_SERVER_LISTEN"));
         assert!(keys.iter().any(|k| k.key == "auth.jwt_secret"));
+        assert!(keys.iter().any(|k| k.key == "media.backend" && k.env == "SWITCHBOARD_MEDIA_BACKEND"));
+        assert!(keys
+            .iter()
+            .any(|k| k.key == "media.s3_secret_access_key" && k.env == "SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY"));
     }
 }

@@ -20,11 +20,14 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod policy;
 pub mod presence;
 pub mod protocol;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod store;
 pub mod time;
 

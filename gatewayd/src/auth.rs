@@ -11,10 +11,22 @@ use switchboard_core::auth::{AuthError, Claims, TokenKind};
 use switchboard_core::ids::{DeviceId, UserId};
 use switchboard_core::store::{MessageStore, StoreError};
 
-/// Users whose every token is refused (deleted accounts). Loaded at start, updated on delete.
+/// Where a revocation made on one node is seen at once by the others (cluster mode: Redis).
+#[async_trait::async_trait]
+pub trait SharedRevocations: Send + Sync {
+    /// Refuses `user`'s tokens on every node.
+    async fn revoke(&self, user: UserId) -> Result<(), String>;
+    /// Whether another node refused `user`'s tokens.
+    async fn is_revoked(&self, user: UserId) -> Result<bool, String>;
+}
+
+/// Users whose every token is refused (deleted accounts). Loaded at start, updated on delete;
+/// in cluster mode also checked against, and written to, the shared set, so a deletion on
+/// one node refuses the user's tokens on every node from the moment it is answered.
 #[derive(Default)]
 pub struct Revocations {
     users: DashSet<UserId>,
+    shared: Option<Arc<dyn SharedRevocations>>,
 }
 
 impl Revocations {
@@ -22,22 +34,50 @@ impl Revocations {
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub async fn load(store: &dyn MessageStore) -> Result<Self, StoreError> {
+    pub async fn load(store: &dyn MessageStore, shared: Option<Arc<dyn SharedRevocations>>) -> Result<Self, StoreError> {
         let users = DashSet::new();
         for u in store.deleted_users().await? {
             users.insert(u);
         }
-        Ok(Self { users })
+        Ok(Self { users, shared })
     }
 
-    /// Refuses every token of `user` from now on.
-    pub fn revoke(&self, user: UserId) {
+    /// Refuses every token of `user` from now on, here and (cluster) on every node. When the
+    /// shared set cannot be written, the other nodes still learn it from the store's deleted
+    /// users within their poll interval.
+    pub async fn revoke(&self, user: UserId) {
+        self.users.insert(user);
+        if let Some(shared) = &self.shared {
+            if let Err(error) = shared.revoke(user).await {
+                tracing::warn!(%error, user = user.0, "shared revocation failed; other nodes learn it by polling");
+            }
+        }
+    }
+
+    /// Refuses `user`'s tokens on this node only (a revocation learnt from the store).
+    pub fn revoke_here(&self, user: UserId) {
         self.users.insert(user);
     }
 
-    /// Whether `user`'s tokens are refused.
-    pub fn is_revoked(&self, user: UserId) -> bool {
+    /// Whether this node already refuses `user`'s tokens.
+    pub fn is_revoked_here(&self, user: UserId) -> bool {
         self.users.contains(&user)
+    }
+
+    /// Whether `user`'s tokens are refused, here or (cluster) anywhere. When the shared set
+    /// cannot be read the answer is this node's alone (logged): an unreachable Redis must not
+    /// refuse every request.
+    pub async fn is_revoked(&self, user: UserId) -> bool {
+        if self.users.contains(&user) {
+            return true;
+        }
+        match &self.shared {
+            None => false,
+            Some(shared) => shared.is_revoked(user).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "shared revocation check failed; answering from this node");
+                false
+            }),
+        }
     }
 }
 
@@ -56,9 +96,9 @@ pub struct AuthUser {
 ///
 /// # Errors
 /// [`AuthError`] for a bad, expired or revoked token.
-pub fn verify_access(state: &AppState, token: &str) -> Result<AuthUser, AuthError> {
+pub async fn verify_access(state: &AppState, token: &str) -> Result<AuthUser, AuthError> {
     let claims = state.keys.verify(token, TokenKind::Access)?;
-    if state.revoked.is_revoked(claims.user()) {
+    if state.revoked.is_revoked(claims.user()).await {
         return Err(AuthError::Revoked);
     }
     Ok(AuthUser { user: claims.user(), device: claims.device(), claims })
@@ -76,6 +116,6 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.and_then(bearer).ok_or(AuthError::Missing)?;
-        Ok(verify_access(state, token)?)
+        Ok(verify_access(state, token).await?)
     }
 }

@@ -148,6 +148,30 @@ pub fn spawn_presence_refresh(presence: Arc<RedisPresence>, registry: Arc<Regist
     });
 }
 
+/// The cluster-wide revocation set in Redis: a flag per user that outlives every access token
+/// issued before it was set.
+pub struct RedisRevocations {
+    presence: Arc<RedisPresence>,
+    ttl: std::time::Duration,
+}
+
+impl RedisRevocations {
+    /// Flags in `presence`'s Redis, kept for the access-token lifetime plus a minute of skew.
+    pub fn new(presence: Arc<RedisPresence>, cfg: &Config) -> Self {
+        Self { presence, ttl: cfg.auth.access_ttl + std::time::Duration::from_secs(60) }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::auth::SharedRevocations for RedisRevocations {
+    async fn revoke(&self, user: switchboard_core::ids::UserId) -> Result<(), String> {
+        self.presence.revoke_user(user, self.ttl).await.map_err(|e| e.to_string())
+    }
+    async fn is_revoked(&self, user: switchboard_core::ids::UserId) -> Result<bool, String> {
+        self.presence.is_user_revoked(user).await.map_err(|e| e.to_string())
+    }
+}
+
 /// How often a node re-reads the deleted users another node may have revoked.
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -166,8 +190,8 @@ pub fn spawn_revocation_poll(state: std::sync::Arc<crate::state::AppState>) {
             match state.store.deleted_users().await {
                 Ok(users) => {
                     for u in users {
-                        if !state.revoked.is_revoked(u) {
-                            state.revoked.revoke(u);
+                        if !state.revoked.is_revoked_here(u) {
+                            state.revoked.revoke_here(u);
                             state.registry.close_user(u, switchboard_core::frame::close::POLICY, "account deleted");
                         }
                     }

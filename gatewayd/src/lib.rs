@@ -115,31 +115,6 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state, delivery, delivery_stop })
 }
 
-/// Runs the cluster's router and storage worker in this process (tests, or a one-box
-/// cluster), or `None` when this gatewayd was built without the `cluster` feature.
-pub fn spawn_cluster_backends(cfg: Config, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-    #[cfg(feature = "cluster")]
-    {
-        let (wcfg, wstop) = (cfg.clone(), stop.clone());
-        let worker = tokio::spawn(async move {
-            if let Err(error) = storage_workers::worker::run(wcfg, wstop).await {
-                tracing::error!(%error, "in-process storage worker failed");
-            }
-        });
-        Some(tokio::spawn(async move {
-            if let Err(error) = router::cluster::run(cfg, stop).await {
-                tracing::error!(%error, "in-process router failed");
-            }
-            let _ = worker.await;
-        }))
-    }
-    #[cfg(not(feature = "cluster"))]
-    {
-        let _ = (cfg, stop);
-        None
-    }
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
     TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })
 }

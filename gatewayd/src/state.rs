@@ -68,11 +68,11 @@ impl AppState {
     /// [`GatewayError`] when storage or the key cannot be set up.
     pub async fn build(cfg: Config, shutdown: CancellationToken, tracker: &TaskTracker) -> Result<Arc<Self>, GatewayError> {
         let data = cfg.server.data_dir.clone();
-        let media = MediaStore::local(&data.join("media"))?;
+        let media = MediaStore::from_config(&cfg.media, &data)?;
         let node = NodeId(cfg.node_id.clone());
         let registry = Arc::new(Registry::default());
         let router_tracker = TaskTracker::new();
-        let Seams { store, presence, bus, sends: cluster_sends, lagging } = seams(&cfg, &registry, &node, &shutdown).await?;
+        let Seams { store, presence, bus, sends: cluster_sends, lagging, revocations } = seams(&cfg, &registry, &node, &shutdown).await?;
         let secret = signing_secret(&cfg)?;
         let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
         let hasher = PasswordHasher::new(cfg.auth.argon2_memory_kib, cfg.auth.argon2_iterations).map_err(GatewayError::Key)?;
@@ -80,7 +80,7 @@ impl AppState {
         let dummy_hash = tokio::task::spawn_blocking(move || dummy_hasher.hash(&uuid::Uuid::new_v4().to_string()))
             .await
             .map_err(|e| GatewayError::Key(e.to_string()))?;
-        let revoked = Revocations::load(store.as_ref()).await?;
+        let revoked = Revocations::load(store.as_ref(), revocations).await?;
         let router = Arc::new(RouterCore::new(store.clone(), presence.clone(), bus.clone()));
         let sends: Arc<dyn SendSink> = match cluster_sends {
             Some(s) => s,
@@ -121,6 +121,8 @@ struct Seams {
     /// `None`: the in-process router takes sends.
     sends: Option<Arc<dyn SendSink>>,
     lagging: Arc<dyn crate::lagging::LaggingWrites>,
+    /// Cluster: where revocations are shared between nodes.
+    revocations: Option<Arc<dyn crate::auth::SharedRevocations>>,
 }
 
 async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: &CancellationToken) -> Result<Seams, GatewayError> {
@@ -133,6 +135,7 @@ async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: 
                 presence: Arc::new(LocalPresence::new(registry.clone(), node.clone())),
                 bus: Arc::new(InProcBus::new()),
                 sends: None,
+                revocations: None,
             })
         }
         #[cfg(feature = "cluster")]
@@ -143,7 +146,10 @@ async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: 
             let side = storage_workers::side::SideProducer::new(svc.bus.log().clone(), cfg)
                 .await
                 .map_err(|e| GatewayError::Cluster(e.to_string()))?;
+            let revocations: Arc<dyn crate::auth::SharedRevocations> =
+                Arc::new(crate::cluster::RedisRevocations::new(svc.presence.clone(), cfg));
             Ok(Seams {
+                revocations: Some(revocations),
                 store: svc.store,
                 presence: svc.presence,
                 bus: svc.bus,

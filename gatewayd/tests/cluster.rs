@@ -1,42 +1,28 @@
-//! The contract across a cluster: two gateway nodes and a router, in this process, over real
-//! Redis, a real Kafka-protocol broker and real PostgreSQL. Cross-node cases: sender on node A,
+//! The contract across a cluster: two gateway nodes (in this process, so tests reach their
+//! clients directly) and a router and a storage worker as separate processes, over real Redis,
+//! a real Kafka-protocol broker and real PostgreSQL. Cross-node cases: sender on node A,
 //! recipient on node B; a group spread over both; a recipient moving between nodes; offline
-//! delivery on reconnect to the other node; resend dedupe through the inbound topic.
+//! delivery on reconnect to the other node; resend dedupe through the inbound topic; a killed
+//! gateway process; the router and the storage worker killed and restarted mid-stream.
 #![cfg(feature = "cluster")]
 
 use serde_json::json;
 use std::time::Duration;
 use switchboard_core::config::Config;
-use testkit::cluster::{Broker, Namespace};
+use testkit::cluster::{Broker, Namespace, Process};
 use testkit::TestServer;
-use tokio_util::sync::CancellationToken;
 
 struct Cluster {
     a: TestServer,
     b: TestServer,
-    router_stop: CancellationToken,
-    router: tokio::task::JoinHandle<()>,
-    worker: tokio::task::JoinHandle<()>,
-    ns: Namespace,
-    broker: Broker,
-}
-
-/// A gateway running as its own process.
-struct NodeProcess {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    router: Process,
+    worker: Process,
+    /// The config the processes are started from.
+    cfg: Config,
+    /// Their configs and logs.
+    dir: tempfile::TempDir,
+    _ns: Namespace,
+    _broker: Broker,
 }
 
 fn clustered(c: &mut Config, ns: &Namespace, broker: &Broker, node: &str) {
@@ -51,68 +37,29 @@ impl Cluster {
             .try_init();
         let broker = Broker::get();
         let ns = Namespace::new();
-        let a = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-a")).await;
-        let b = TestServer::start_with(|c| clustered(c, &ns, &broker, "gw-b")).await;
-        let router_stop = CancellationToken::new();
-        let mut c = Self { a, b, router_stop, router: tokio::spawn(async {}), worker: tokio::spawn(async {}), ns, broker };
-        c.router = c.spawn_router();
-        c.worker = c.spawn_storage_worker();
-        c
-    }
-
-    /// A router task in this process (abort it to simulate a crash).
-    fn spawn_router(&self) -> tokio::task::JoinHandle<()> {
-        let mut rcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
-        clustered(&mut rcfg, &self.ns, &self.broker, "router-1");
-        let stop = self.router_stop.clone();
-        tokio::spawn(async move {
-            router::cluster::run(rcfg, stop).await.expect("router runs");
-        })
-    }
-
-    /// A storage worker task in this process.
-    fn spawn_storage_worker(&self) -> tokio::task::JoinHandle<()> {
-        let mut wcfg = testkit::test_config(std::path::Path::new("/nonexistent"));
-        clustered(&mut wcfg, &self.ns, &self.broker, "storage-1");
-        let stop = self.router_stop.clone();
-        tokio::spawn(async move {
-            storage_workers::worker::run(wcfg, stop).await.expect("storage worker runs");
-        })
-    }
-
-    /// A gateway node as a separate `gatewayd` process, ready to serve.
-    async fn spawn_node_process(&self, node: &str) -> NodeProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = testkit::test_config(dir.path());
-        clustered(&mut cfg, &self.ns, &self.broker, node);
-        let (port, admin) = (free_port(), free_port());
-        cfg.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        cfg.server.admin_listen = format!("127.0.0.1:{admin}").parse().unwrap();
-        let file = dir.path().join("gatewayd.toml");
-        std::fs::write(&file, toml::to_string(&cfg).unwrap()).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatewayd"))
-            .arg("--config")
-            .arg(&file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let node = NodeProcess { child, addr: format!("127.0.0.1:{port}"), _dir: dir };
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.ok().map(|r| r.status().as_u16()) != Some(200) {
-            assert!(tokio::time::Instant::now() < deadline, "node {node:?} never became ready", node = node.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        node
+        clustered(&mut cfg, &ns, &broker, "proc");
+        let a = TestServer::node(|c| clustered(c, &ns, &broker, "gw-a")).await;
+        let b = TestServer::node(|c| clustered(c, &ns, &broker, "gw-b")).await;
+        let (router, worker) = tokio::join!(
+            testkit::cluster::router(&cfg, dir.path(), "router-1"),
+            testkit::cluster::storage_worker(&cfg, dir.path(), "storage-1"),
+        );
+        Self { a, b, router, worker, cfg, dir, _ns: ns, _broker: broker }
+    }
+
+    /// A gateway node as a separate `gatewayd` process, ready to serve; its client address.
+    async fn spawn_node_process(&self, node: &str) -> (Process, String) {
+        testkit::cluster::gateway(&self.cfg, self.dir.path(), node).await
     }
 
     async fn stop(self) {
-        self.router_stop.cancel();
-        let _ = self.router.await;
-        let _ = self.worker.await;
         self.a.stop().await;
         self.b.stop().await;
+        let (router, worker) = (self.router.name.clone(), self.worker.name.clone());
+        assert!(self.router.terminate().await, "{router} did not stop cleanly");
+        assert!(self.worker.terminate().await, "{worker} did not stop cleanly");
     }
 }
 
@@ -195,14 +142,16 @@ async fn deleting_an_account_on_one_node_revokes_it_on_the_other() {
     let (mut wb_on_b, _) = c.b.ws(&bob).await;
     let (st, _) = c.a.call(reqwest::Method::DELETE, &format!("/user/{}", bob.id), Some(&bob.token), None).await;
     assert_eq!(st, 204);
-    // Node B learns within its revocation poll: the socket is closed and the token refused.
-    assert_eq!(wb_on_b.closed().await, testkit::Closed::Code(1008));
+    // Node B refuses the token from the moment the deletion is answered (shared revocation set)...
     assert_eq!(c.b.get(&format!("/user/{}", ann.id), &bob.token).await.0, 401);
+    assert_eq!(c.b.ws_connect("/ws", Some(&bob.token), &[]).await.err(), Some(401));
+    // ...and closes the socket it holds within its revocation poll.
+    assert_eq!(wb_on_b.closed().await, testkit::Closed::Code(1008));
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_crash_mid_stream_loses_and_stores_twice_nothing() {
+async fn router_and_storage_worker_killed_mid_stream_lose_and_duplicate_nothing() {
     let mut c = Cluster::start().await;
     let (ann, bob) = (c.a.user("ann").await, c.a.user("bob").await);
     let (mut wa, _) = c.a.ws(&ann).await;
@@ -214,10 +163,9 @@ async fn a_router_crash_mid_stream_loses_and_stores_twice_nothing() {
     for i in 0..N {
         wa.send(json!({"type": "send", "clientMsgId": format!("r{i}"), "receiverId": bob.id, "message": format!("r{i}")})).await;
         if i == N / 3 {
-            // Crash: no graceful leave, no final commit.
-            c.router.abort();
-            let _ = (&mut c.router).await;
-            c.router = c.spawn_router();
+            // Crash (SIGKILL): no graceful leave, no final commit; a new process takes over.
+            c.router.kill();
+            c.router = testkit::cluster::router(&c.cfg, c.dir.path(), "router-2").await;
         }
     }
     let mut acked = std::collections::HashMap::new();
@@ -227,12 +175,21 @@ async fn a_router_crash_mid_stream_loses_and_stores_twice_nothing() {
             acked.insert(f["clientMsgId"].as_str().unwrap().to_owned(), f["messageId"].clone());
         }
     }
-    // Bob gets every message; a replay may repeat one, which the messageId identifies.
+    // Bob gets every message (a replay may repeat one, which the messageId identifies) and
+    // moves his device cursor along as he reads, while the storage worker is killed and
+    // replaced half way.
     let mut seen = std::collections::HashSet::new();
+    let mut last = serde_json::Value::Null;
     while seen.len() < N {
         let m = wb.next_of_within("message", FIRST).await;
         if m["message"] != "warm" {
             seen.insert(m["messageId"].clone());
+        }
+        wb.send(json!({"type": "cursor", "messageId": m["messageId"]})).await;
+        last = m["messageId"].clone();
+        if seen.len() == N / 2 {
+            c.worker.kill();
+            c.worker = testkit::cluster::storage_worker(&c.cfg, c.dir.path(), "storage-2").await;
         }
     }
     assert_eq!(seen, acked.values().cloned().collect());
@@ -240,6 +197,20 @@ async fn a_router_crash_mid_stream_loses_and_stores_twice_nothing() {
     let (_, page) = c.a.get(&format!("/messages/{}/{}?limit=200", ann.id, bob.id), &ann.token).await;
     let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["conversationSeq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=(N as i64 + 1)).collect::<Vec<_>>());
+    // The cursor writes the killed worker had not committed were replayed to its successor:
+    // Bob's device, back on node A, is pushed nothing again.
+    wb.send(json!({"type": "ping"})).await;
+    wb.next_of("pong").await;
+    drop(wb);
+    let deadline = tokio::time::Instant::now() + FIRST;
+    loop {
+        let (_, again) = c.a.ws(&bob).await;
+        if again.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cursor stuck before {last}: {} pushed again", again.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.stop().await;
 }
 
@@ -252,8 +223,8 @@ async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() 
     let c = Cluster::start().await;
     let (ann, bob) = (c.a.user("ann").await, c.a.user("bob").await);
     // Node C is a real process, so it can be killed.
-    let mut node_c = c.spawn_node_process("gw-c").await;
-    let bob_ws_url = format!("ws://{}/ws", node_c.addr);
+    let (mut node_c, addr_c) = c.spawn_node_process("gw-c").await;
+    let bob_ws_url = format!("ws://{addr_c}/ws");
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(bob_ws_url).unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {}", bob.token).parse().unwrap());
     let (ws_c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
@@ -262,8 +233,7 @@ async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() 
         assert!(tokio::time::Instant::now() < deadline, "bob never showed online via node C");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    node_c.child.kill().unwrap();
-    let _ = node_c.child.wait();
+    node_c.kill();
     let killed = tokio::time::Instant::now();
     // Presence TTL is 3 s: gone within one TTL (plus a refresh period of slack).
     while online(&c.a, &ann.token, bob.id).await != false {
@@ -276,5 +246,24 @@ async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() 
     assert_eq!(ack["type"], "ack");
     let (_, backlog) = c.a.ws(&bob).await;
     assert!(backlog.iter().any(|m| m["messageId"] == ack["messageId"]), "{backlog:?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_uploaded_through_one_node_is_served_by_the_other() {
+    if std::env::var("SWITCHBOARD_TEST_S3_ENDPOINT").is_err() {
+        eprintln!("skipped: media is node-local without SWITCHBOARD_TEST_S3_ENDPOINT (scripts/test.sh sets it)");
+        return;
+    }
+    let c = Cluster::start().await;
+    let ann = c.a.user("ann").await;
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let res = c.a.raw(reqwest::Method::POST, "/media").bearer_auth(&ann.token).header("content-type", "image/jpeg").body(bytes.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<serde_json::Value>().await.unwrap()["mediaId"].as_str().unwrap().to_owned();
+    let got = c.b.raw(reqwest::Method::GET, &format!("/media/{id}")).bearer_auth(&ann.token).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/jpeg");
+    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
     c.stop().await;
 }

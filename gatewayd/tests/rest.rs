@@ -413,9 +413,19 @@ async fn admin_endpoints_and_openapi() {
     assert_eq!(st, StatusCode::OK, "{ready}");
     let (st, metrics) = s.admin_get("/metrics").await;
     assert_eq!(st, StatusCode::OK);
-    for name in ["switchboard_gateway_connections_active", "switchboard_router_messages_total", "switchboard_http_request_duration_seconds"] {
+    for name in ["switchboard_gateway_connections_active", "switchboard_http_request_duration_seconds"] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The router's figures: in this process (standalone) or on the router's own admin listener.
+    let router_metrics = match s.router_admin_get("/metrics").await {
+        Some((st, text)) => {
+            assert_eq!(st, StatusCode::OK);
+            assert_eq!(s.router_admin_get("/readyz").await.map(|r| r.0), Some(StatusCode::OK));
+            text
+        }
+        None => metrics,
+    };
+    assert!(router_metrics.contains("switchboard_router_messages_total"), "router metrics missing");
     let res = s.raw(Method::GET, "/openapi.json").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let doc: Value = res.json().await.unwrap();

@@ -126,6 +126,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Cluster
     let group = format!("{}router", cfg.cluster.topic_prefix);
     let mut consumer = svc.bus.log().consumer(&[&topic], &group, BATCH * 4)?;
     tracing::info!(%topic, %group, "router consuming");
+    switchboard_core::health::set_ready(true);
     loop {
         let first = tokio::select! {
             r = consumer.next() => r?,

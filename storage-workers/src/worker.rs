@@ -121,6 +121,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), WorkerE
     let group = consumer_group(&cfg);
     let mut consumer = log.consumer(&[&topic], &group, BATCH * 4)?;
     info!(%topic, %group, schema = store.schema(), "storage worker consuming");
+    switchboard_core::health::set_ready(true);
     let worker = Worker {
         store: Arc::new(store),
         concurrency: c.postgres_pool.max(1),

@@ -1,6 +1,11 @@
 //! Test helpers: a `gatewayd` started in-process on `127.0.0.1:0` with its own temporary data
 //! directory, an HTTP client that speaks the REST API, and a WebSocket client that speaks the
 //! JSON protocol. Tests wait for events against a deadline; they never sleep.
+//!
+//! With `SWITCHBOARD_TEST_MODE=cluster` the same tests run against a cluster: this gateway
+//! (node A) plus node B, a router and a storage worker as separate processes
+//! ([`cluster::Process`]), over real Redis, Kafka and PostgreSQL; WebSocket connections
+//! alternate between A and B, so most conversations cross nodes.
 
 pub mod cluster;
 
@@ -35,13 +40,20 @@ pub struct TestServer {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     http: reqwest::Client,
-    /// Cluster mode: the in-process router and the namespace of shared-service names.
+    /// Cluster mode: the other processes and the namespace of shared-service names.
     cluster: Option<InCluster>,
+    /// Connections opened so far (cluster mode alternates them between the two nodes).
+    opened: std::sync::atomic::AtomicUsize,
 }
 
+/// Cluster mode: this server is node A (in the test process); node B, the router and the
+/// storage worker run as separate processes over the same Redis, Kafka and PostgreSQL names.
 struct InCluster {
-    router_stop: tokio_util::sync::CancellationToken,
-    router: tokio::task::JoinHandle<()>,
+    node_b: cluster::Process,
+    /// `127.0.0.1:port` of node B.
+    b_addr: String,
+    router: cluster::Process,
+    worker: cluster::Process,
     ns: cluster::Namespace,
 }
 
@@ -110,6 +122,17 @@ impl TestServer {
         s
     }
 
+    /// Starts one gateway with exactly the config `tweak` makes, whatever
+    /// `SWITCHBOARD_TEST_MODE` says: for tests that assemble a cluster themselves.
+    pub async fn node(tweak: impl FnOnce(&mut Config)) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut cfg = test_config(tmp.path());
+        tweak(&mut cfg);
+        let mut s = Self::serve(cfg, tmp.path(), None).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Starts a gateway on an existing data directory (for restart tests).
     pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut cfg = test_config(dir);
@@ -125,15 +148,21 @@ impl TestServer {
         tweak(&mut cfg);
         let cluster = match ns {
             Some(ns) => {
-                let mut rcfg = cfg.clone();
-                rcfg.node_id = "router-test".into();
-                let router_stop = tokio_util::sync::CancellationToken::new();
-                let router = gatewayd::spawn_cluster_backends(rcfg, router_stop.clone())
-                    .expect("SWITCHBOARD_TEST_MODE=cluster needs gatewayd built with --features cluster");
-                Some(InCluster { router_stop, router, ns })
+                let procs = dir.join("cluster");
+                std::fs::create_dir_all(&procs).expect("cluster dir");
+                let (router, worker, (node_b, b_addr)) = tokio::join!(
+                    cluster::router(&cfg, &procs, "router-test"),
+                    cluster::storage_worker(&cfg, &procs, "storage-test"),
+                    cluster::gateway(&cfg, &procs, "gw-test-b"),
+                );
+                Some(InCluster { node_b, b_addr, router, worker, ns })
             }
             None => None,
         };
+        Self::serve(cfg, dir, cluster).await
+    }
+
+    async fn serve(cfg: Config, dir: &Path, cluster: Option<InCluster>) -> Self {
         let gw = gatewayd::start(cfg).await.expect("gateway starts");
         Self {
             base: format!("http://{}", gw.http_addr),
@@ -144,6 +173,17 @@ impl TestServer {
             _tmp: None,
             http: reqwest::Client::new(),
             cluster,
+            opened: Default::default(),
+        }
+    }
+
+    /// Where the next WebSocket connects: in cluster mode, nodes A and B in turn (so a test's
+    /// first two users sit on different nodes); else this server.
+    fn next_ws_addr(&self) -> String {
+        let n = self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &self.cluster {
+            Some(c) if n % 2 == 1 => c.b_addr.clone(),
+            _ => self.base.trim_start_matches("http://").to_owned(),
         }
     }
 
@@ -155,8 +195,10 @@ impl TestServer {
         }
         let mut ns = None;
         if let Some(c) = self.cluster.take() {
-            c.router_stop.cancel();
-            let _ = c.router.await;
+            let (b, router, worker) = (c.node_b.name.clone(), c.router.name.clone(), c.worker.name.clone());
+            assert!(c.node_b.terminate().await, "{b} did not stop cleanly");
+            assert!(c.router.terminate().await, "{router} did not stop cleanly");
+            assert!(c.worker.terminate().await, "{worker} did not stop cleanly");
             // A restart on the same directory adopts the namespace (dropping it twice is harmless).
             let _ = std::fs::write(self.dir.join(NS_FILE), &c.ns.id);
             ns = Some(c.ns);
@@ -235,7 +277,7 @@ impl TestServer {
     /// # Errors
     /// The HTTP status when the server refuses the upgrade.
     pub async fn ws_connect(&self, path_and_query: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Result<WsClient, u16> {
-        let mut req = format!("{}{path_and_query}", self.ws_base).into_client_request().expect("ws request");
+        let mut req = format!("ws://{}{path_and_query}", self.next_ws_addr()).into_client_request().expect("ws request");
         if let Some(t) = token {
             req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).expect("header"));
         }
@@ -248,6 +290,14 @@ impl TestServer {
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
             Err(e) => panic!("ws connect failed: {e}"),
         }
+    }
+
+    /// GET on the router process's admin listener (cluster mode), else `None` (standalone:
+    /// the router runs inside this gateway, see [`Self::admin_get`]).
+    pub async fn router_admin_get(&self, path: &str) -> Option<(StatusCode, String)> {
+        let c = self.cluster.as_ref()?;
+        let res = self.http.get(format!("{}{path}", c.router.admin)).send().await.expect("router admin request");
+        Some((res.status(), res.text().await.unwrap_or_default()))
     }
 
     /// GET on the admin listener; returns status and body text.
@@ -408,8 +458,8 @@ impl TestServer {
     /// Opens `/ws` with a hand-written handshake; panics unless the server answers 101.
     pub async fn raw_ws(&self, token: &str) -> RawWs {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.base.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let addr = self.next_ws_addr();
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\

@@ -106,7 +106,7 @@ pub struct RefreshBody {
 pub async fn refresh(State(s): State<Arc<AppState>>, ApiJson(b): ApiJson<RefreshBody>) -> Result<Json<TokenResponse>, ApiError> {
     let claims = s.keys.verify(&b.refresh_token, TokenKind::Refresh)?;
     match s.store.use_refresh(&claims.jti).await? {
-        RefreshOutcome::Valid { user, device } if !s.revoked.is_revoked(user) => issue(&s, user, device).await,
+        RefreshOutcome::Valid { user, device } if !s.revoked.is_revoked(user).await => issue(&s, user, device).await,
         RefreshOutcome::Reused => Err(AuthError::RefreshReused.into()),
         _ => Err(AuthError::Revoked.into()),
     }
@@ -170,7 +170,7 @@ pub async fn update(
 pub async fn remove(State(s): State<Arc<AppState>>, me: AuthUser, ApiPath(id): ApiPath<i64>) -> Result<StatusCode, ApiError> {
     only_self(&me, id)?;
     s.store.delete_user(me.user).await?;
-    s.revoked.revoke(me.user);
+    s.revoked.revoke(me.user).await;
     s.registry.close_user(me.user, close::POLICY, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

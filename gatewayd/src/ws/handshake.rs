@@ -47,7 +47,7 @@ pub async fn upgrade(State(s): State<Arc<AppState>>, ApiQuery(q): ApiQuery<WsQue
         .or(q.token)
         .or_else(|| offered.iter().find_map(|p| p.strip_prefix(BEARER_PREFIX)).map(str::to_owned))
         .ok_or(AuthError::Missing)?;
-    let auth = verify_access(&s, &token)?;
+    let auth = verify_access(&s, &token).await?;
     let key = check_upgrade(headers)?;
     let device = match q.device_id {
         Some(d) if valid_device(&d) => DeviceId(d),

@@ -118,6 +118,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tracing::{debug, warn};
 
 /// What a registration found before it wrote.
@@ -239,6 +240,28 @@ impl RedisPresence {
             0 if !was_registered => Registration::New,
             _ => Registration::Lapsed,
         })
+    }
+
+    /// Refuses `user`'s tokens on every node for `ttl` (the access-token lifetime: tokens issued
+    /// before now have expired by then, and refresh tokens are revoked in the store).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn revoke_user(&self, user: UserId, ttl: Duration) -> Result<(), PresenceError> {
+        let secs = ttl.as_secs().max(1);
+        ::redis::cmd("SET").arg(self.keys.revoked(user)).arg(now_ms()).arg("EX").arg(secs).query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Whether `user`'s tokens are refused cluster-wide (see [`Self::revoke_user`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn is_user_revoked(&self, user: UserId) -> Result<bool, PresenceError> {
+        let n: i64 = ::redis::cmd("EXISTS").arg(self.keys.revoked(user)).query_async(&mut self.conn.clone()).await?;
+        Ok(n > 0)
     }
 
     /// The live nodes, by id. Also drops records expired for longer than [`NODE_FORGET`].

@@ -31,6 +31,12 @@ impl Keys {
         format!("{}{{u:{user}}}", self.prefix)
     }
 
+    /// The flag refusing one user's tokens cluster-wide: `<prefix>{u:<user>}:revoked` (in the
+    /// slot of the user's entries).
+    pub fn revoked(&self, user: UserId) -> String {
+        format!("{}{{u:{user}}}:revoked", self.prefix)
+    }
+
     /// The hash of every node's registration: `<prefix>{nodes}`.
     pub fn nodes(&self) -> String {
         format!("{}{{nodes}}", self.prefix)
