@@ -7,6 +7,7 @@
 //! - [`config`]: the one `Config` struct (defaults < TOML < env < flags).
 //! - [`store`], [`bus`], [`presence`]: the seams between gateway, router and storage,
 //!   with in-process implementations of the bus and presence for standalone mode.
+//! - [`push`]: notices for offline recipients, handed to the push worker.
 //! - [`metrics`]: metric names, described once.
 //!
 //! ```
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod policy;
 pub mod presence;
 pub mod protocol;
+pub mod push;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod store;

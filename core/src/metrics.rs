@@ -29,6 +29,8 @@ pub mod names {
     pub const ROUTER_DELIVER_DURATION: &str = "switchboard_router_deliver_duration_seconds";
     /// Counter: recipients with no live connection when a message was routed.
     pub const ROUTER_OFFLINE_RECIPIENTS: &str = "switchboard_router_offline_recipients_total";
+    /// Counter, label `outcome` (`published`/`failed`): push notices for offline recipients.
+    pub const ROUTER_PUSH_NOTICES: &str = "switchboard_router_push_notices_total";
     /// Histogram: store transaction duration.
     pub const STORE_COMMIT_DURATION: &str = "switchboard_store_commit_duration_seconds";
     /// Histogram: write jobs per store transaction.
@@ -52,6 +54,7 @@ pub fn describe() {
     describe_histogram!(ROUTER_BATCH_SIZE, "Messages per group-commit batch");
     describe_histogram!(ROUTER_DELIVER_DURATION, Unit::Seconds, "Commit plus fan-out time per batch");
     describe_counter!(ROUTER_OFFLINE_RECIPIENTS, "Recipients offline when a message was routed");
+    describe_counter!(ROUTER_PUSH_NOTICES, "Push notices for offline recipients, by outcome");
     describe_histogram!(STORE_COMMIT_DURATION, Unit::Seconds, "Store transaction duration");
     describe_histogram!(STORE_COMMIT_BATCH, "Write jobs per store transaction");
 }

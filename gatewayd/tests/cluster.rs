@@ -267,3 +267,47 @@ async fn media_uploaded_through_one_node_is_served_by_the_other() {
     assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_recipients_are_handed_to_the_push_topic() {
+    use switchboard_core::bus::{KafkaConfig, KafkaLog};
+    use switchboard_core::push::PushNotice;
+    let c = Cluster::start().await;
+    let (ann, bob, cid) = (c.a.user("ann").await, c.a.user("bob").await, c.a.user("cid").await);
+    let (mut wa, _) = c.a.ws(&ann).await;
+    let (mut wb, _) = c.b.ws(&bob).await;
+    let (_, g) = c.a.post("/groups/create", Some(&ann.token), json!({"groupName": "g", "createdBy": ann.id})).await;
+    let gid = g["groupId"].as_i64().unwrap();
+    for u in [&bob, &cid] {
+        c.a.post(&format!("/groups/{gid}/add"), Some(&ann.token), json!({"userId": u.id})).await;
+    }
+    // Cid has no connection: the 1:1 message and the group message each give him a notice;
+    // Bob, online on node B, gets the group message live and no notice.
+    wa.send(json!({"type": "send", "clientMsgId": "p1", "receiverId": cid.id, "message": "secret text"})).await;
+    let direct = wa.next_of_within("ack", FIRST).await;
+    let group = wa.send_msg("p2", json!({"groupId": gid}), "to all").await;
+    assert_eq!(wb.next_of("message").await["messageId"], group["messageId"]);
+
+    let log = KafkaLog::new(KafkaConfig::from_cluster(&c.cfg.cluster)).unwrap();
+    let topic = router::cluster::push_topic(&c.cfg);
+    let mut consumer = log.consumer(&[&topic], &format!("{}push-test", c.cfg.cluster.topic_prefix), 64).unwrap();
+    let mut notices = Vec::new();
+    while notices.len() < 2 {
+        let r = tokio::time::timeout(FIRST, consumer.next()).await.expect("push notices before the deadline").unwrap();
+        assert!(!String::from_utf8_lossy(&r.payload).contains("secret text"), "a notice carries no body");
+        let n: PushNotice = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(r.key.as_ref(), n.user_id.0.to_string().as_bytes(), "keyed by recipient");
+        notices.push(n);
+        r.ack();
+    }
+    assert!(notices.iter().all(|n| n.user_id.0 == cid.id && n.sender_id.0 == ann.id), "{notices:?}");
+    let ids: Vec<_> = notices.iter().map(|n| json!(n.message_id.0)).collect();
+    assert_eq!(ids, vec![direct["messageId"].clone(), group["messageId"].clone()]);
+    assert_eq!(notices[1].group_id.map(|g| g.0), Some(gid));
+    // Nothing for Bob or Ann follows.
+    if let Ok(extra) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+        panic!("unexpected push notice: {:?}", extra.map(|r| String::from_utf8_lossy(&r.payload).into_owned()));
+    }
+    consumer.close().await;
+    c.stop().await;
+}

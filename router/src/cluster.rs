@@ -12,7 +12,8 @@ use crate::{RouterCore, SendJob};
 use std::sync::Arc;
 use std::time::Duration;
 use storage_workers::postgres::PgStore;
-use switchboard_core::bus::{BusError, KafkaBus, KafkaConfig};
+use switchboard_core::bus::{BusError, KafkaBus, KafkaConfig, KafkaLog};
+use switchboard_core::push::{PushNotice, PushSink};
 use switchboard_core::config::Config;
 use switchboard_core::error::ErrorCode;
 use switchboard_core::ids::NodeId;
@@ -84,6 +85,37 @@ pub fn inbound_topic(cfg: &Config) -> String {
     format!("{}inbound", cfg.cluster.topic_prefix)
 }
 
+/// The push topic's name: notices for offline recipients, keyed by user (see
+/// [`switchboard_core::push`]).
+pub fn push_topic(cfg: &Config) -> String {
+    format!("{}push", cfg.cluster.topic_prefix)
+}
+
+/// Push notices produced to the push topic, keyed by recipient.
+pub struct KafkaPush {
+    log: KafkaLog,
+    topic: String,
+}
+
+impl KafkaPush {
+    /// Produces to `cfg`'s push topic through `log`.
+    pub fn new(log: KafkaLog, cfg: &Config) -> Self {
+        Self { log, topic: push_topic(cfg) }
+    }
+}
+
+#[async_trait::async_trait]
+impl PushSink for KafkaPush {
+    async fn notify(&self, notices: Vec<PushNotice>) -> Result<(), BusError> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = notices
+            .iter()
+            .map(|n| (n.user_id.0.to_string().into_bytes(), serde_json::to_vec(n).expect("a PushNotice serializes")))
+            .collect();
+        let records: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        self.log.send_records(&self.topic, &records).await
+    }
+}
+
 /// Connects to PostgreSQL, Redis and Kafka.
 ///
 /// # Errors
@@ -120,8 +152,10 @@ const BATCH: usize = 256;
 /// [`ClusterError`] when a service cannot be reached at start or the consumer fails.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ClusterError> {
     let svc = connect(&cfg, Role::Router).await?;
+    svc.bus.log().ensure_topic(&push_topic(&cfg), cfg.cluster.inbound_partitions).await?;
     let store: Arc<dyn MessageStore> = svc.store.clone();
-    let core = RouterCore::new(store, svc.presence.clone(), svc.bus.clone());
+    let push = Arc::new(KafkaPush::new(svc.bus.log().clone(), &cfg));
+    let core = RouterCore::new(store, svc.presence.clone(), svc.bus.clone()).with_push(push);
     let topic = inbound_topic(&cfg);
     let group = format!("{}router", cfg.cluster.topic_prefix);
     let mut consumer = svc.bus.log().consumer(&[&topic], &group, BATCH * 4)?;

@@ -29,6 +29,7 @@ use switchboard_core::metrics::names;
 use switchboard_core::policy;
 use switchboard_core::presence::Presence;
 use switchboard_core::protocol::{self, ReceiptStatus, SendFrame, Target};
+use switchboard_core::push::{PushNotice, PushSink};
 use switchboard_core::store::{Appended, MessageStore, NewMessage, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,8 @@ pub struct RouterCore {
     store: Arc<dyn MessageStore>,
     presence: Arc<dyn Presence>,
     bus: Arc<dyn Bus>,
+    /// Where notices for offline recipients go (cluster: the push topic); none: counted only.
+    push: Option<Arc<dyn PushSink>>,
 }
 
 /// The standalone router: an in-process send queue drained by one task.
@@ -148,7 +151,13 @@ impl SendSink for Router {
 impl RouterCore {
     /// Routing over these seams.
     pub fn new(store: Arc<dyn MessageStore>, presence: Arc<dyn Presence>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, presence, bus }
+        Self { store, presence, bus, push: None }
+    }
+
+    /// Hands a [`PushNotice`] for every offline recipient of every routed message to `push`.
+    pub fn with_push(mut self, push: Arc<dyn PushSink>) -> Self {
+        self.push = Some(push);
+        self
     }
 
     /// Applies a receipt and tells the authors of the messages it newly covers.
@@ -246,9 +255,10 @@ impl RouterCore {
             }
         }
         let mut out = Vec::new();
+        let mut offline = Vec::new();
         for (job, result) in jobs.into_iter().zip(results) {
             match result {
-                Ok(appended) => self.deliveries(&job, appended, &where_is, &mut out),
+                Ok(appended) => self.deliveries(&job, appended, &where_is, &mut out, &mut offline),
                 Err(e) => {
                     let cid = job.frame.client_msg_id.as_deref();
                     metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);
@@ -257,13 +267,20 @@ impl RouterCore {
                 }
             }
         }
-        self.publish_in_order(out).await;
+        tokio::join!(self.publish_in_order(out), self.notify_offline(offline));
         metrics::histogram!(names::ROUTER_DELIVER_DURATION).record(started.elapsed().as_secs_f64());
     }
 
     /// The ack for one committed send, then one delivery per node holding a recipient or
-    /// another device of the sender.
-    fn deliveries(&self, job: &SendJob, a: Appended, where_is: &HashMap<UserId, Vec<NodeId>>, out: &mut Vec<(NodeId, Delivery)>) {
+    /// another device of the sender, and a push notice per offline recipient.
+    fn deliveries(
+        &self,
+        job: &SendJob,
+        a: Appended,
+        where_is: &HashMap<UserId, Vec<NodeId>>,
+        out: &mut Vec<(NodeId, Delivery)>,
+        notices: &mut Vec<PushNotice>,
+    ) {
         out.push(reply(&job.origin, protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate)));
         if a.duplicate {
             metrics::counter!(names::ROUTER_DUPLICATES).increment(1);
@@ -275,7 +292,12 @@ impl RouterCore {
         for u in a.recipients.iter().chain([&job.origin.user]) {
             match where_is.get(u) {
                 Some(nodes) => nodes.iter().for_each(|n| by_node.entry(n).or_default().push(*u)),
-                None if *u != job.origin.user => offline += 1,
+                None if *u != job.origin.user => {
+                    offline += 1;
+                    if self.push.is_some() {
+                        notices.push(PushNotice::new(*u, &a.view));
+                    }
+                }
                 None => {}
             }
         }
@@ -304,6 +326,19 @@ impl RouterCore {
             warn_unpublished((node, r));
         });
         futures_util::future::join_all(sends).await;
+    }
+
+    /// Hands the batch's push notices over, after which the caller may acknowledge its input.
+    async fn notify_offline(&self, notices: Vec<PushNotice>) {
+        let (Some(push), false) = (&self.push, notices.is_empty()) else { return };
+        let n = notices.len() as u64;
+        match push.notify(notices).await {
+            Ok(()) => metrics::counter!(names::ROUTER_PUSH_NOTICES, "outcome" => "published").increment(n),
+            Err(error) => {
+                metrics::counter!(names::ROUTER_PUSH_NOTICES, "outcome" => "failed").increment(n);
+                tracing::warn!(%error, notices = n, "push notices not published");
+            }
+        }
     }
 
     /// Publishes one frame (receipt, typing, presence) to every node holding any of `users`.

@@ -182,8 +182,18 @@ impl KafkaLog {
     /// # Errors
     /// The first failure, as for [`send`](Self::send).
     pub async fn send_all(&self, topic: &str, key: &[u8], payloads: &[Vec<u8>]) -> Result<(), BusError> {
+        let records: Vec<(&[u8], &[u8])> = payloads.iter().map(|p| (key, p.as_slice())).collect();
+        self.send_records(topic, &records).await
+    }
+
+    /// Appends `(key, payload)` records in this order and returns once all are acknowledged,
+    /// as [`send_all`](Self::send_all) does for one key.
+    ///
+    /// # Errors
+    /// The first failure, as for [`send`](Self::send).
+    pub async fn send_records(&self, topic: &str, records: &[(&[u8], &[u8])]) -> Result<(), BusError> {
         let mut pending = std::collections::VecDeque::new();
-        for payload in payloads {
+        for &(key, payload) in records {
             loop {
                 match self.enqueue(topic, key, payload)? {
                     Some(acked) => {
