@@ -14,7 +14,8 @@
 # 3. The client contract suite again, in cluster mode: gateway node A in the test process,
 #    node B, the router and the storage worker as separate processes, over Redis, Kafka,
 #    PostgreSQL and S3 (moto, scripts/s3.sh); WebSocket clients alternate between A and B.
-#    Plus the cross-node and kill/restart cases (gatewayd/tests/cluster.rs).
+#    Plus the cross-node and kill/restart cases (gatewayd/tests/cluster.rs), nginx in front of
+#    two gateway processes (nginx.rs) and scripts/cluster.sh itself (cluster_script.rs).
 # Every test uses its own key prefix, topic names or schema and removes what it created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,8 @@ cargo test -p storage-workers --features cluster "${locked[@]}"
 cargo build -p router -p storage-workers --features router/cluster,storage-workers/cluster --bins "${locked[@]}"
 export KAFKA_BROKERS
 export SWITCHBOARD_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+# gatewayd/tests/nginx.rs runs deploy/nginx-switchboard.conf with Debian's nginx (installed on first use).
+NGINX_BIN="$(scripts/nginx.sh install)"
+export NGINX_BIN
 SWITCHBOARD_TEST_MODE=cluster cargo test -p gatewayd --features cluster \
-  --test messaging --test rest --test cluster "${locked[@]}"
+  --test messaging --test rest --test cluster --test nginx --test cluster_script "${locked[@]}"
