@@ -61,26 +61,31 @@ pub fn message(c: &Connection, id: MessageId) -> Result<Option<(MessageView, Con
         .map_err(backend)
 }
 
-/// Appends one message (the caller wraps it in a savepoint).
-pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
+/// What [`check`] found for a send that may be written.
+pub enum Checked {
+    /// A resend: the stored original.
+    Duplicate(Appended),
+    /// New: its media reference, if any.
+    New(Option<MediaRef>),
+}
+
+/// The read-only half of an append: the dedupe lookup, the receiver or membership, and the
+/// media reference. Every refusal happens here, before anything is written, so a batch needs
+/// no savepoint per message.
+pub fn check(c: &Connection, m: &NewMessage) -> Result<Checked, StoreError> {
     if let Some(cid) = &m.client_msg_id {
         let sql = format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.sender_id = ?1 AND m.client_msg_id = ?2");
-        if let Some((view, conversation)) = c.query_row(&sql, params![m.sender.0, cid], view_row).optional().map_err(backend)? {
-            return Ok(Appended { view, conversation, recipients: Vec::new(), duplicate: true });
+        let found = c.prepare_cached(&sql).and_then(|mut st| st.query_row(params![m.sender.0, cid], view_row).optional());
+        if let Some((view, conversation)) = found.map_err(backend)? {
+            return Ok(Checked::Duplicate(Appended { view, conversation, recipients: Vec::new(), duplicate: true }));
         }
     }
-    let conv = m.target.conversation(m.sender);
-    let conv_s = conv.to_string();
     match m.target {
         Target::User(u) => {
             users::user(c, u)?.ok_or(StoreError::NotFound("receiver"))?;
-            c.execute("INSERT OR IGNORE INTO conversations (id) VALUES (?1)", [&conv_s]).map_err(backend)?;
-            let mut ins = c.prepare_cached("INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)").map_err(backend)?;
-            ins.execute(params![conv_s, m.sender.0]).map_err(backend)?;
-            ins.execute(params![conv_s, u.0]).map_err(backend)?;
         }
         Target::Group(g) => {
-            if !is_member(c, &conv_s, m.sender)? {
+            if !is_member(c, &m.target.conversation(m.sender).to_string(), m.sender)? {
                 return Err(match users::group(c, g)? {
                     Some(_) => StoreError::Forbidden("not a member of this group"),
                     None => StoreError::NotFound("group"),
@@ -88,16 +93,62 @@ pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
             }
         }
     }
-    let media = match &m.media_id {
+    Ok(Checked::New(match &m.media_id {
         Some(id) => {
             let md = users::media_for(c, m.sender, id)?.ok_or(StoreError::NotFound("media"))?;
             Some(MediaRef { media_id: md.media_id, content_type: Some(md.content_type), size: Some(md.size) })
         }
         None => None,
+    }))
+}
+
+/// Appends one message: [`check`], [`write`] and [`index_for_search`]. An error from the write
+/// half may leave part of the message written: the caller rolls back (a savepoint or the
+/// whole batch).
+pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
+    match check(c, m)? {
+        Checked::Duplicate(a) => Ok(a),
+        Checked::New(media) => {
+            let a = write(c, m, media)?;
+            index_for_search(c, a.view.message_id, a.view.message_id)?;
+            Ok(a)
+        }
+    }
+}
+
+/// Adds messages `first..=last` (written in this transaction) to the full-text index, in one
+/// statement: the index is flushed once per batch rather than once per message.
+pub fn index_for_search(c: &Connection, first: MessageId, last: MessageId) -> Result<(), StoreError> {
+    c.prepare_cached("INSERT INTO messages_fts(rowid, body) SELECT id, body FROM messages WHERE id BETWEEN ?1 AND ?2")
+        .and_then(|mut st| st.execute(params![first.0, last.0]))
+        .map(|_| ())
+        .map_err(backend)
+}
+
+/// The write half of an append, for a message [`check`] found new: the conversation sequence,
+/// the row, inbox rows and the author's own marks. Not yet searchable: the caller runs
+/// [`index_for_search`] over the batch's new ids.
+pub fn write(c: &Connection, m: &NewMessage, media: Option<MediaRef>) -> Result<Appended, StoreError> {
+    let conv = m.target.conversation(m.sender);
+    let conv_s = conv.to_string();
+    let next_seq = |c: &Connection| {
+        c.prepare_cached("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")
+            .and_then(|mut st| st.query_row([&conv_s], |r| r.get::<_, i64>(0)).optional())
+            .map_err(backend)
     };
-    let seq: i64 = c
-        .query_row("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq", [&conv_s], |r| r.get(0))
-        .map_err(backend)?;
+    let seq = match (next_seq(c)?, m.target) {
+        (Some(seq), _) => seq,
+        // The first message of a direct conversation creates it with both members.
+        (None, Target::User(u)) => {
+            c.prepare_cached("INSERT OR IGNORE INTO conversations (id) VALUES (?1)").and_then(|mut st| st.execute([&conv_s])).map_err(backend)?;
+            let mut ins = c.prepare_cached("INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)").map_err(backend)?;
+            ins.execute(params![conv_s, m.sender.0]).map_err(backend)?;
+            ins.execute(params![conv_s, u.0]).map_err(backend)?;
+            next_seq(c)?.ok_or(StoreError::NotFound("conversation"))?
+        }
+        // `check` found the sender a member, so the group's conversation exists.
+        (None, Target::Group(_)) => return Err(StoreError::NotFound("group")),
+    };
     let ts = now_ms();
     c.prepare_cached(
         "INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
@@ -106,7 +157,9 @@ pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
     .and_then(|mut st| st.execute(params![conv_s, seq, m.sender.0, m.sender_device.0, m.client_msg_id, m.text, m.media_id, ts]))
     .map_err(backend)?;
     let id = c.last_insert_rowid();
-    c.execute("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1", params![conv_s, id]).map_err(backend)?;
+    c.prepare_cached("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![conv_s, id]))
+        .map_err(backend)?;
     let recipients = conv_members(c, &conv_s, m.sender)?;
     let mut inbox = c.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, message_id) VALUES (?1, ?2)").map_err(backend)?;
     for u in recipients.iter().chain([&m.sender]) {

@@ -111,22 +111,58 @@ impl MessageStore for SqliteStore {
 
     async fn append(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
         let n = batch.len();
+        let batch = std::sync::Arc::new(batch);
+        // Fast path: refusals happen in `check`, before anything is written, so the batch needs
+        // no savepoint per message (each would also flush the full-text index). A write that
+        // fails fails the whole job, whose savepoint the writer rolls back...
+        let all = batch.clone();
         let res = self
             .writer
             .write(move |c| {
-                // One savepoint per message: a refused message does not undo its neighbours.
-                Ok(batch
-                    .iter()
-                    .map(|m| {
-                        c.execute_batch("SAVEPOINT msg").map_err(backend)?;
-                        let r = messages::append(c, m);
-                        let end = if r.is_ok() { "RELEASE msg" } else { "ROLLBACK TO msg; RELEASE msg" };
-                        c.execute_batch(end).map_err(backend)?;
-                        r
-                    })
-                    .collect::<Vec<_>>())
+                let mut out = Vec::with_capacity(all.len());
+                let mut new_ids = None;
+                for m in all.iter() {
+                    out.push(match messages::check(c, m) {
+                        Ok(messages::Checked::Duplicate(a)) => Ok(a),
+                        Ok(messages::Checked::New(media)) => {
+                            let a = messages::write(c, m, media)?;
+                            let id = a.view.message_id;
+                            new_ids = Some(new_ids.map_or((id, id), |(first, _)| (first, id)));
+                            Ok(a)
+                        }
+                        Err(refused) => Err(refused),
+                    });
+                }
+                // One writer: the batch's new ids are consecutive, and no other row lies between.
+                if let Some((first, last)) = new_ids {
+                    messages::index_for_search(c, first, last)?;
+                }
+                Ok(out)
             })
             .await;
+        let res = match res {
+            Ok(v) => return v,
+            // ...and the batch is tried again with one savepoint per message, so the failing
+            // message does not take its neighbours down.
+            Err(StoreError::Backend(error)) => {
+                tracing::warn!(%error, messages = n, "append batch failed; retrying message by message");
+                self.writer
+                    .write(move |c| {
+                        Ok(batch
+                            .iter()
+                            .map(|m| {
+                                c.execute_batch("SAVEPOINT msg").map_err(backend)?;
+                                let r = messages::append(c, m);
+                                let end = if r.is_ok() { "RELEASE msg" } else { "ROLLBACK TO msg; RELEASE msg" };
+                                c.execute_batch(end).map_err(backend)?;
+                                r
+                            })
+                            .collect::<Vec<_>>())
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match res {
             Ok(v) => v,
             Err(e) => {

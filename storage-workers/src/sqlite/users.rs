@@ -39,8 +39,8 @@ pub fn create_user(c: &Connection, u: &NewUser) -> Result<User, StoreError> {
 }
 
 pub fn user(c: &Connection, id: UserId) -> Result<Option<User>, StoreError> {
-    c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1 AND deleted_at IS NULL"), [id.0], user_row)
-        .optional()
+    c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1 AND deleted_at IS NULL"))
+        .and_then(|mut st| st.query_row([id.0], user_row).optional())
         .map_err(backend)
 }
 
@@ -182,12 +182,15 @@ pub fn save_media(c: &Connection, m: &Media) -> Result<(), StoreError> {
 }
 
 pub fn media_for(c: &Connection, user: UserId, id: &str) -> Result<Option<Media>, StoreError> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT id, uploader, content_type, size FROM media WHERE id = ?1 AND (uploader = ?2 OR EXISTS (
              SELECT 1 FROM messages m JOIN inbox i ON i.message_id = m.id AND i.user_id = ?2 WHERE m.media_id = ?1))",
-        params![id, user.0],
-        |r| Ok(Media { media_id: r.get(0)?, uploader: UserId(r.get(1)?), content_type: r.get(2)?, size: r.get(3)? }),
     )
-    .optional()
+    .and_then(|mut st| {
+        st.query_row(params![id, user.0], |r| {
+            Ok(Media { media_id: r.get(0)?, uploader: UserId(r.get(1)?), content_type: r.get(2)?, size: r.get(3)? })
+        })
+        .optional()
+    })
     .map_err(backend)
 }
