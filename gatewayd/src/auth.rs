@@ -59,6 +59,11 @@ impl Revocations {
         self.users.insert(user);
     }
 
+    /// Whether revocations are shared with other nodes (cluster mode).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Whether this node already refuses `user`'s tokens.
     pub fn is_revoked_here(&self, user: UserId) -> bool {
         self.users.contains(&user)

@@ -95,13 +95,7 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
         cluster::spawn_revocation_poll(state.clone());
     }
     let app = http::routes(state.clone());
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "client listener failed");
-        }
-    });
+    tracker.spawn(ws::accept::serve(listener, app, state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let admin_app = admin::routes(state.clone());
     tracker.spawn(async move {

@@ -32,7 +32,8 @@ const BACKLOG_PAGE: usize = 500;
 const RESYNC_PAGE: usize = 100;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+    /// The thread's read buffer: sockets are read into it and parsed in place.
+    pub(crate) static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
 }
 
 enum Event {

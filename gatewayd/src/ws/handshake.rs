@@ -130,6 +130,7 @@ fn check_upgrade(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid("missing or invalid Sec-WebSocket-Key"))
 }
 
-fn valid_device(d: &str) -> bool {
+/// A `deviceId` parameter's allowed form.
+pub(crate) fn valid_device(d: &str) -> bool {
     (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }

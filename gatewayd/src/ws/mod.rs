@@ -1,6 +1,8 @@
 //! The WebSocket side of the gateway.
 //!
-//! - [`handshake`]: authenticates and upgrades `/ws` and `/messages/send`.
+//! - [`accept`]: the client listener's accept loop; upgrades canonical WebSocket requests on
+//!   the bare socket, hands everything else to hyper and axum.
+//! - [`handshake`]: authenticates and upgrades `/ws` and `/messages/send` (axum's path).
 //! - [`conn`]: one task per connection: reads into a per-thread scratch buffer, keeps only a
 //!   partial frame, handles frames, flushes its outbox.
 //! - [`outbox`]: the per-connection state shared with other tasks: a queue bounded in bytes.
@@ -9,6 +11,7 @@
 //! - [`keepalive`]: pings every connection and reaps silent ones, from one task for all.
 //! - [`ratelimit`]: the per-connection token bucket for sends, receipts, typing and syncs.
 
+pub mod accept;
 pub mod conn;
 pub mod delivery;
 pub mod handshake;
