@@ -15,6 +15,9 @@ use std::time::Duration;
 /// Prefix of every env var.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
+/// Shortest accepted `server.admin_token`.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// A bad configuration. Exit code 78 (EX_CONFIG).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -203,7 +206,7 @@ impl Default for ClusterConfig {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Client listener (REST + WebSocket). Default: 127.0.0.1:8080.
@@ -218,6 +221,27 @@ pub struct ServerConfig {
     pub json_max_bytes: usize,
     /// Most client connections held at once; more are refused with 503. Default: 1,000,000.
     pub max_connections: usize,
+    /// Bearer token of the admin API (`/admin/v1/...` on `admin_listen`, what `chatctl` talks
+    /// to); at least 16 characters, compared in constant time. Pass it as env
+    /// `SWITCHBOARD_SERVER_ADMIN_TOKEN` rather than writing it into the config file. Default:
+    /// unset, and then every admin API request is refused with 401 `admin_disabled`
+    /// (`/healthz`, `/readyz` and `/metrics` stay open either way).
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    // By hand so that the admin token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("data_dir", &self.data_dir)
+            .field("media_max_bytes", &self.media_max_bytes)
+            .field("json_max_bytes", &self.json_max_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[auth]`
@@ -274,6 +298,12 @@ pub struct WsConfig {
     /// Tell a user's 1:1 peers when they come online or go offline (`{"type":"presence"}`).
     /// Costs one store read and one fan-out per first connect / last disconnect. Default: true.
     pub presence_events: bool,
+    /// A session quiet for this long (no frame from the client) is parked: its task and socket
+    /// registration are freed and one epoll thread watches it until it has work again (a few
+    /// hundred bytes per idle session instead of a few KB; a wake-up costs a task spawn). A
+    /// session also parks right after its initial sync. `"1y"` or more never parks. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub park_after: Duration,
 }
 
 /// `[storage]`
@@ -322,6 +352,7 @@ impl Default for ServerConfig {
             media_max_bytes: 16 << 20,
             json_max_bytes: 64 << 10,
             max_connections: 1_000_000,
+            admin_token: None,
         }
     }
 }
@@ -353,6 +384,7 @@ impl Default for WsConfig {
             rate_per_second: 100,
             rate_burst: 200,
             presence_events: true,
+            park_after: Duration::from_secs(10),
         }
     }
 }
@@ -472,6 +504,7 @@ impl Config {
             "auth.jwt_secret",
             "auth.jwt_secret_file",
             "cluster.advertise",
+            "server.admin_token",
             "media.s3_bucket",
             "media.s3_endpoint",
             "media.s3_access_key_id",
@@ -533,6 +566,9 @@ impl Config {
         }
         if self.ws.send_queue == 0 || self.storage.batch_max == 0 || self.storage.readers == 0 {
             errs.push("ws.send_queue, storage.batch_max and storage.readers must be at least 1".into());
+        }
+        if self.server.admin_token.as_ref().is_some_and(|t| t.chars().count() < MIN_ADMIN_TOKEN_CHARS) {
+            errs.push(format!("server.admin_token must be at least {MIN_ADMIN_TOKEN_CHARS} characters"));
         }
         if self.server.media_max_bytes == 0 {
             errs.push("server.media_max_bytes must be at least 1".into());
@@ -742,5 +778,18 @@ mod tests {
         assert!(keys
             .iter()
             .any(|k| k.key == "media.s3_secret_access_key" && k.env == "SWITCHBOARD_MEDIA_S3_SECRET_ACCESS_KEY"));
+        assert!(keys.iter().any(|k| k.key == "server.admin_token" && k.env == "SWITCHBOARD_SERVER_ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn admin_token_from_env_is_checked_and_redacted() {
+        let token = "admin-token-admin-token-0123";
+        let c = Config::load(None, &env(&[("SWITCHBOARD_SERVER_ADMIN_TOKEN", token)]), &[]).unwrap();
+        assert_eq!(c.server.admin_token.as_deref(), Some(token));
+        assert!(!format!("{c:?}").contains(token), "Debug must not show the admin token");
+        let back: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let err = Config::load(None, &env(&[("SWITCHBOARD_SERVER_ADMIN_TOKEN", "short")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("server.admin_token"), "{err}");
     }
 }

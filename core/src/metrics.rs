@@ -9,6 +9,9 @@ pub mod names {
     pub const GATEWAY_CONNECTIONS_TOTAL: &str = "switchboard_gateway_connections_total";
     /// Counter, label `path`: client connections by how their first request was served —
     /// `fast` (WebSocket upgraded on the bare socket) or `http` (hyper and axum).
+    pub const GATEWAY_CONNECTIONS_PARKED: &str = "switchboard_gateway_connections_parked";
+    /// Counter, label `path`: client connections by how their first request was served —
+    /// see `GATEWAY_UPGRADES`.
     pub const GATEWAY_UPGRADES: &str = "switchboard_gateway_accepted_total";
     /// Counter{opcode}: frames read from clients.
     pub const GATEWAY_FRAMES_RECEIVED: &str = "switchboard_gateway_frames_received_total";
@@ -46,6 +49,7 @@ pub fn describe() {
     use names::*;
     describe_gauge!(GATEWAY_CONNECTIONS_ACTIVE, "Open client WebSocket connections");
     describe_counter!(GATEWAY_CONNECTIONS_TOTAL, "Accepted WebSocket upgrades");
+    describe_gauge!(GATEWAY_CONNECTIONS_PARKED, "Idle WebSocket sessions parked (no task, watched by the parking thread)");
     describe_counter!(GATEWAY_UPGRADES, "Client connections by path: fast WebSocket upgrade or hyper");
     describe_counter!(GATEWAY_FRAMES_RECEIVED, "Frames read from clients, by opcode");
     describe_counter!(GATEWAY_FRAMES_SENT, "Frames written to clients");

@@ -92,6 +92,41 @@ pub struct User {
     pub last_seen: Option<i64>,
 }
 
+/// How an operator names a user (admin API): by id, or by email (case-insensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserLookup {
+    /// By id.
+    Id(UserId),
+    /// By email, any case.
+    Email(String),
+}
+
+/// A device session the store knows: one that has acknowledged (cursor, receipt) a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCursor {
+    /// Device.
+    pub device_id: DeviceId,
+    /// Newest message it acknowledged.
+    pub cursor: Option<MessageId>,
+}
+
+/// A live user as an operator sees it: disabled accounts included, with what only the admin
+/// API shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// The profile.
+    #[serde(flatten)]
+    pub user: User,
+    /// Disabled by an operator: cannot log in, every token refused.
+    pub disabled: bool,
+    /// Registration time, Unix ms.
+    pub created_at: i64,
+    /// Devices that acknowledged messages, by device id.
+    pub devices: Vec<DeviceCursor>,
+}
+
 /// Fields `PUT /user/{id}` may change.
 #[derive(Debug, Clone, Default)]
 pub struct UserPatch {
@@ -245,14 +280,21 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     /// A live (not deleted) user.
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    /// A live user and their password hash, by email (case-insensitive).
+    /// A live, enabled user and their password hash, by email (case-insensitive).
     async fn credentials(&self, email: &str) -> Result<Option<(User, String)>, StoreError>;
     /// Updates a live user.
     async fn update_user(&self, id: UserId, patch: UserPatch) -> Result<User, StoreError>;
     /// Deletes a user: profile anonymised, email and phone freed, every token revoked.
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
-    /// Ids of deleted users, for the token revocation cache.
+    /// Ids of users whose tokens are refused, for the token revocation cache: deleted users
+    /// and disabled ones (see [`MessageStore::set_disabled`]).
     async fn deleted_users(&self) -> Result<Vec<UserId>, StoreError>;
+    /// A live user (disabled ones included) with operator details, by id or email.
+    async fn account(&self, who: UserLookup) -> Result<Option<Account>, StoreError>;
+    /// Disables or re-enables a live user (idempotent). While disabled, `credentials` does not
+    /// find them (login fails) and `deleted_users` lists them (their tokens are refused);
+    /// their profile, messages and groups stay. `NotFound` for an unknown or deleted user.
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError>;
     /// Everyone `user` has a 1:1 conversation with (for presence events).
     async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>, StoreError>;
     /// Records a disconnect time.

@@ -18,6 +18,8 @@ pub trait SharedRevocations: Send + Sync {
     async fn revoke(&self, user: UserId) -> Result<(), String>;
     /// Whether another node refused `user`'s tokens.
     async fn is_revoked(&self, user: UserId) -> Result<bool, String>;
+    /// Accepts `user`'s tokens again on every node (an operator re-enabled the account).
+    async fn unrevoke(&self, user: UserId) -> Result<(), String>;
 }
 
 /// Users whose every token is refused (deleted accounts). Loaded at start, updated on delete;
@@ -54,9 +56,23 @@ impl Revocations {
         }
     }
 
-    /// Refuses `user`'s tokens on this node only (a revocation learnt from the store).
-    pub fn revoke_here(&self, user: UserId) {
-        self.users.insert(user);
+    /// Accepts `user`'s tokens again, here and (cluster) in the shared set; other nodes drop
+    /// the user from their own sets at their next poll of the store.
+    pub async fn unrevoke(&self, user: UserId) {
+        self.users.remove(&user);
+        if let Some(shared) = &self.shared {
+            if let Err(error) = shared.unrevoke(user).await {
+                tracing::warn!(%error, user = user.0, "shared unrevocation failed; the flag expires with the access-token lifetime");
+            }
+        }
+    }
+
+    /// Makes this node's set exactly `users` (what the store lists as deleted or disabled);
+    /// returns the users newly refused, whose sockets the caller closes.
+    pub fn replace_here(&self, users: &[UserId]) -> Vec<UserId> {
+        let keep: std::collections::HashSet<UserId> = users.iter().copied().collect();
+        self.users.retain(|u| keep.contains(u));
+        users.iter().copied().filter(|u| self.users.insert(*u)).collect()
     }
 
     /// Whether revocations are shared with other nodes (cluster mode).

@@ -170,6 +170,9 @@ impl crate::auth::SharedRevocations for RedisRevocations {
     async fn is_revoked(&self, user: switchboard_core::ids::UserId) -> Result<bool, String> {
         self.presence.is_user_revoked(user).await.map_err(|e| e.to_string())
     }
+    async fn unrevoke(&self, user: switchboard_core::ids::UserId) -> Result<(), String> {
+        self.presence.unrevoke_user(user).await.map_err(|e| e.to_string())
+    }
 }
 
 /// How often a node re-reads the deleted users another node may have revoked.
@@ -189,11 +192,8 @@ pub fn spawn_revocation_poll(state: std::sync::Arc<crate::state::AppState>) {
             }
             match state.store.deleted_users().await {
                 Ok(users) => {
-                    for u in users {
-                        if !state.revoked.is_revoked_here(u) {
-                            state.revoked.revoke_here(u);
-                            state.registry.close_user(u, switchboard_core::frame::close::POLICY, "account deleted");
-                        }
+                    for u in state.revoked.replace_here(&users) {
+                        state.registry.close_user(u, switchboard_core::frame::close::POLICY, "account deleted or disabled");
                     }
                 }
                 Err(error) => tracing::warn!(%error, "revocation poll failed"),

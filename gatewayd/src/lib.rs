@@ -141,6 +141,8 @@ impl Gateway {
         self.delivery_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, self.delivery).await;
         self.state.registry.close_all(switchboard_core::frame::close::GOING_AWAY, "server shutting down");
+        // Parked sessions get their close frame from a task of their own.
+        ws::park::resume_all(&self.state);
         self.tracker.close();
         if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             tracing::warn!(open_connections = self.state.registry.len(), "grace period over; dropping the rest");

@@ -59,6 +59,13 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Tracks the router task alone, so shutdown can wait for it to drain first.
     pub router_tracker: TaskTracker,
+    /// Set while an operator drains this node (`chatctl node drain`): new WebSocket upgrades
+    /// get 503 `draining` and `/readyz` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// When this gateway started (uptime in the admin API).
+    pub started_at: std::time::Instant,
+    /// Admin API bookkeeping (the running drain).
+    pub admin: crate::admin::AdminState,
 }
 
 impl AppState {
@@ -109,6 +116,9 @@ impl AppState {
             shutdown,
             tracker: tracker.clone(),
             router_tracker,
+            draining: Default::default(),
+            started_at: std::time::Instant::now(),
+            admin: Default::default(),
         }))
     }
 }

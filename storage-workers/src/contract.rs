@@ -20,7 +20,8 @@ use std::sync::Arc;
 use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
 use switchboard_core::protocol::{MessageView, ReceiptStatus, Target};
 use switchboard_core::store::{
-    Appended, Backlog, Media, MessageStore, NewMessage, NewUser, RefreshOutcome, StoreError, SyncFrom, UserPatch,
+    Appended, Backlog, DeviceCursor, Media, MessageStore, NewMessage, NewUser, RefreshOutcome, StoreError, SyncFrom,
+    UserLookup, UserPatch,
 };
 use switchboard_core::time::now_secs;
 
@@ -274,6 +275,40 @@ pub async fn delete_user_frees_identity_and_revokes_tokens(s: Arc<dyn MessageSto
     assert_err!(s.delete_user(alice).await, StoreError::NotFound(_));
     assert_err!(s.update_user(alice, UserPatch::default()).await, StoreError::NotFound(_));
     assert_err!(try_send(&s, dm(bob, alice, "hi")).await, StoreError::NotFound(_));
+}
+
+/// Contract case: an operator disables and re-enables an account; `account` shows it by id
+/// or email, with its devices.
+pub async fn disabled_user_cannot_log_in_and_is_listed_for_revocation(s: Arc<dyn MessageStore>) {
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let a = s.account(UserLookup::Id(alice)).await.unwrap().expect("account by id");
+    assert_eq!((a.user.user_id, a.disabled, a.devices.len()), (alice, false, 0));
+    assert!(a.created_at > 0);
+    let by_email = s.account(UserLookup::Email("ALICE@example.com".into())).await.unwrap().expect("account by email");
+    assert_eq!(by_email.user.user_id, alice);
+    assert_eq!(s.account(UserLookup::Email("nobody@example.com".into())).await.unwrap(), None);
+    let m = send_id(&s, dm(bob, alice, "hi")).await;
+    s.advance_cursor(alice, &dev("phone"), m).await.unwrap();
+    let a = s.account(UserLookup::Id(alice)).await.unwrap().unwrap();
+    assert_eq!(a.devices, vec![DeviceCursor { device_id: dev("phone"), cursor: Some(m) }]);
+
+    s.set_disabled(alice, true).await.unwrap();
+    s.set_disabled(alice, true).await.expect("idempotent");
+    assert!(s.credentials("alice@example.com").await.unwrap().is_none(), "a disabled user cannot log in");
+    assert_eq!(s.deleted_users().await.unwrap(), vec![alice]);
+    assert!(s.user(alice).await.unwrap().is_some(), "the profile stays");
+    assert!(s.account(UserLookup::Email("alice@example.com".into())).await.unwrap().unwrap().disabled);
+
+    s.set_disabled(alice, false).await.unwrap();
+    assert!(s.credentials("alice@example.com").await.unwrap().is_some());
+    assert!(s.deleted_users().await.unwrap().is_empty());
+    assert!(!s.account(UserLookup::Id(alice)).await.unwrap().unwrap().disabled);
+
+    assert_err!(s.set_disabled(UserId(alice.0 + 1000), true).await, StoreError::NotFound(_));
+    s.delete_user(bob).await.unwrap();
+    assert_eq!(s.account(UserLookup::Id(bob)).await.unwrap(), None);
+    assert_err!(s.set_disabled(bob, true).await, StoreError::NotFound(_));
 }
 
 /// Contract case: delete user leaves their groups.
@@ -1149,6 +1184,7 @@ macro_rules! message_store_contract {
             password_change_revokes_refresh_tokens,
             delete_user_frees_identity_and_revokes_tokens,
             delete_user_leaves_their_groups,
+            disabled_user_cannot_log_in_and_is_listed_for_revocation,
             set_last_seen_is_stored,
             refresh_token_is_single_use_and_reuse_revokes_the_device,
             unknown_and_expired_refresh_tokens_are_unknown,

@@ -105,6 +105,9 @@ pub fn test_config(dir: &Path) -> Config {
     c.auth.argon2_memory_kib = 1024;
     c.auth.argon2_iterations = 1;
     c.storage.durability = Durability::Normal;
+    // Sessions park as soon as they go quiet, so every test also runs through parking and
+    // resuming (`ws::park`); production waits `ws.park_after` (10 s).
+    c.ws.park_after = Duration::ZERO;
     c
 }
 

@@ -247,7 +247,8 @@ fn fast_upgrade(s: &AppState, buf: &[u8]) -> Fast {
     // Same precedence as the HTTP path: header, then query, then subprotocol.
     let Some(token) = auth.or(q_token).or(offered_bearer) else { return Fast::No };
     let Ok(claims) = s.keys.verify(token, TokenKind::Access) else { return Fast::No };
-    if s.revoked.is_revoked_here(claims.user()) || s.shutdown.is_cancelled() || s.registry.len() >= s.cfg.server.max_connections {
+    let draining = s.draining.load(Ordering::Relaxed);
+    if s.revoked.is_revoked_here(claims.user()) || draining || s.shutdown.is_cancelled() || s.registry.len() >= s.cfg.server.max_connections {
         return Fast::No;
     }
     let device = match q_device {

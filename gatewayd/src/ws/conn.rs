@@ -38,9 +38,65 @@ thread_local! {
 
 enum Event {
     Outbound,
+    /// The sweep asked an idle session to park (see [`super::park`]).
+    Park,
     Frames(Vec<frame::Frame>),
     Violation(FrameError),
     Gone,
+}
+
+/// How [`Conn::serve`] ended.
+#[derive(PartialEq, Eq)]
+enum Served {
+    /// The connection is finished.
+    Closed,
+    /// Idle with nothing pending: the socket may be parked.
+    Idle,
+}
+
+/// What parking did with the socket.
+pub enum Parking<IO> {
+    /// Parked: the task may end; the session lives on in the registry and the parking lot.
+    Parked,
+    /// Not parked (work arrived meanwhile, or this socket cannot be parked): serve on.
+    Kept(IO),
+    /// The socket was lost while being handed over: the session is finished.
+    Lost,
+}
+
+/// A socket a session runs on: the bare `TcpStream` of the fast upgrade path, which can be
+/// parked, or hyper's upgraded connection, which cannot.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
+    /// Parks the session on this socket when its outbox is still empty.
+    fn park(self, shared: &Arc<ConnShared>, state: &Arc<AppState>) -> Parking<Self>;
+}
+
+impl Socket for tokio::net::TcpStream {
+    fn park(self, shared: &Arc<ConnShared>, state: &Arc<AppState>) -> Parking<Self> {
+        let std = match self.into_std() {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the socket off the runtime");
+                return Parking::Lost;
+            }
+        };
+        match shared.park_with(std, |std| super::park::park(std, shared.clone(), state.clone())) {
+            Ok(()) => Parking::Parked,
+            Err(std) => match tokio::net::TcpStream::from_std(std) {
+                Ok(io) => Parking::Kept(io),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot put the socket back on the runtime");
+                    Parking::Lost
+                }
+            },
+        }
+    }
+}
+
+impl Socket for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn park(self, _: &Arc<ConnShared>, _: &Arc<AppState>) -> Parking<Self> {
+        Parking::Kept(self)
+    }
 }
 
 /// What handling a frame asks of the connection.
@@ -61,9 +117,8 @@ struct Conn<IO> {
     budget: TokenBucket,
 }
 
-/// Serves one upgraded connection until it closes.
-pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, shared: Arc<ConnShared>) {
-    let span = tracing::info_span!("conn", conn_id = %shared.id, user_id = %shared.user);
+/// Serves one upgraded connection until it closes (or parks; see [`resume`]).
+pub async fn run<IO: Socket>(io: IO, s: Arc<AppState>, shared: Arc<ConnShared>) {
     let came_online = !s.presence.is_online(shared.user).await;
     s.registry.insert(shared.clone());
     s.presence
@@ -79,17 +134,54 @@ pub async fn run<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, s: Arc<AppState>, s
     if came_online {
         announce(&s, shared.user, true, None);
     }
-    let budget = TokenBucket::full(s.cfg.ws.rate_burst);
-    let mut conn = Conn { io, s: s.clone(), shared: shared.clone(), partial: Vec::new(), fragments: None, budget };
-    conn.serve().instrument(span).await;
-    s.registry.remove(&shared);
+    let mut conn = Conn::new(io, &s, &shared);
+    // Boxed so the task's idle state does not reserve room for the sync's future.
+    if let Err(error) = Box::pin(conn.initial_sync()).await {
+        tracing::warn!(%error, "initial sync failed");
+        shared.close(close::INTERNAL, "sync failed");
+    }
+    if super::park::enabled(&s.cfg) {
+        // A session that connects and then waits (most of them) parks once `synced` is
+        // written, unless the client has spoken by then: a connect storm never holds more
+        // tasks than sessions in flight. After activity, `ws.park_after` applies.
+        shared.request_park();
+    }
+    serve_until_parked_or_closed(conn, s, shared).await;
+}
+
+/// Serves a session that was parked, in a new task, from where it left off (nothing was
+/// pending when it parked).
+pub async fn resume(io: tokio::net::TcpStream, s: Arc<AppState>, shared: Arc<ConnShared>) {
+    let conn = Conn::new(io, &s, &shared);
+    serve_until_parked_or_closed(conn, s, shared).await;
+}
+
+async fn serve_until_parked_or_closed<IO: Socket>(mut conn: Conn<IO>, s: Arc<AppState>, shared: Arc<ConnShared>) {
+    let span = tracing::debug_span!("conn", conn_id = %shared.id, user_id = %shared.user);
+    loop {
+        if conn.serve().instrument(span.clone()).await == Served::Closed {
+            break;
+        }
+        let Conn { io, s: cs, shared: csh, partial, fragments, budget } = conn;
+        match io.park(&shared, &s) {
+            Parking::Parked => return,
+            Parking::Kept(io) => conn = Conn { io, s: cs, shared: csh, partial, fragments, budget },
+            Parking::Lost => break,
+        }
+    }
+    gone(&s, &shared).await;
+}
+
+/// A finished session: out of the registry and presence, last seen recorded, peers told.
+pub async fn gone(s: &Arc<AppState>, shared: &Arc<ConnShared>) {
+    s.registry.remove(shared);
     metrics::gauge!(names::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     if s.presence.disconnected(shared.user, shared.id).await {
         let at = now_ms();
         if let Err(error) = s.lagging.last_seen(shared.user, at).await {
             tracing::warn!(%error, "last seen not recorded");
         }
-        announce(&s, shared.user, false, Some(at));
+        announce(s, shared.user, false, Some(at));
     }
 }
 
@@ -108,18 +200,19 @@ fn announce(s: &Arc<AppState>, user: switchboard_core::ids::UserId, online: bool
     });
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+impl<IO: Socket> Conn<IO> {
+    fn new(io: IO, s: &Arc<AppState>, shared: &Arc<ConnShared>) -> Self {
+        let budget = TokenBucket::full(s.cfg.ws.rate_burst);
+        Conn { io, s: s.clone(), shared: shared.clone(), partial: Vec::new(), fragments: None, budget }
+    }
+
     /// Where this connection's frames come from, for the router.
     fn origin(&self) -> Origin {
         Origin { node: self.s.node.clone(), conn: self.shared.id, user: self.shared.user, device: self.shared.device.clone() }
     }
 
-    async fn serve(&mut self) {
-        // Boxed so the task's idle state does not reserve room for the sync's future.
-        if let Err(error) = Box::pin(self.initial_sync()).await {
-            tracing::warn!(%error, "initial sync failed");
-            self.shared.close(close::INTERNAL, "sync failed");
-        }
+    /// Serves frames both ways until the connection closes or is asked to park while idle.
+    async fn serve(&mut self) -> Served {
         loop {
             let event = poll_fn(|cx| self.poll_event(cx)).await;
             let next = match event {
@@ -128,9 +221,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     if Box::pin(self.flush()).await {
                         continue;
                     }
-                    return;
+                    return Served::Closed;
                 }
-                Event::Gone => return,
+                Event::Park if self.partial.is_empty() && self.fragments.is_none() => return Served::Idle,
+                Event::Park => Next::Continue,
+                Event::Gone => return Served::Closed,
                 Event::Violation(e) => {
                     metrics::counter!(names::GATEWAY_CLOSED, "reason" => "protocol").increment(1);
                     Next::Close(e.close_code(), if e == FrameError::TooLarge { "frame too large" } else { "protocol error" })
@@ -172,6 +267,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if self.shared.poll_pending(cx).is_ready() {
             return Poll::Ready(Event::Outbound);
+        }
+        if self.shared.take_park_request() {
+            return Poll::Ready(Event::Park);
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();

@@ -57,6 +57,9 @@ pub async fn upgrade(State(s): State<Arc<AppState>>, ApiQuery(q): ApiQuery<WsQue
     if s.shutdown.is_cancelled() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "server is shutting down"));
     }
+    if s.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; connect to another node"));
+    }
     if s.registry.len() >= s.cfg.server.max_connections {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached"));
     }

@@ -58,8 +58,8 @@ use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId
 use switchboard_core::metrics::names;
 use switchboard_core::protocol::{MessageView, ReceiptStatus};
 use switchboard_core::store::{
-    Appended, Backlog, ChatSummary, Group, Media, MessageStore, NewMessage, NewUser, Page, ReceiptNotices,
-    RefreshOutcome, StoreError, SyncFrom, User, UserPatch,
+    Account, Appended, Backlog, ChatSummary, Group, Media, MessageStore, NewMessage, NewUser, Page, ReceiptNotices,
+    RefreshOutcome, StoreError, SyncFrom, User, UserLookup, UserPatch,
 };
 
 /// Class of the advisory lock that serializes appends to one schema (the object id is
@@ -169,6 +169,14 @@ impl MessageStore for PgStore {
 
     async fn deleted_users(&self) -> Result<Vec<UserId>, StoreError> {
         users::deleted_users(&self.conn().await?).await
+    }
+
+    async fn account(&self, who: UserLookup) -> Result<Option<Account>, StoreError> {
+        users::account(&self.conn().await?, &who).await
+    }
+
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError> {
+        users::set_disabled(&self.conn().await?, id, disabled).await
     }
 
     async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>, StoreError> {

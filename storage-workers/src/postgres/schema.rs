@@ -107,6 +107,10 @@ CREATE TABLE media (
     size         bigint NOT NULL,
     created_at   bigint NOT NULL
 );
+"##,
+// 2: operators can disable an account (admin API, `chatctl user disable`); NULL = enabled.
+r##"
+ALTER TABLE users ADD COLUMN disabled_at bigint;
 "##];
 
 /// Creates the schema if needed and brings it to the newest version; returns that version.

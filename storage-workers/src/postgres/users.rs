@@ -5,8 +5,10 @@
 
 use super::pool::{col, db, execute, exists, query, query_one, query_opt};
 use deadpool_postgres::GenericClient;
-use switchboard_core::ids::{ConversationId, DeviceId, GroupId, UserId};
-use switchboard_core::store::{Group, Media, NewUser, RefreshOutcome, StoreError, User, UserPatch};
+use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
+use switchboard_core::store::{
+    Account, DeviceCursor, Group, Media, NewUser, RefreshOutcome, StoreError, User, UserLookup, UserPatch,
+};
 use switchboard_core::time::{now_ms, now_secs};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
@@ -54,7 +56,7 @@ pub async fn user(c: &impl GenericClient, id: UserId) -> Result<Option<User>, St
 }
 
 pub async fn credentials(c: &impl GenericClient, email: &str) -> Result<Option<(User, String)>, StoreError> {
-    let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL");
+    let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL AND disabled_at IS NULL");
     match query_opt(c, &sql, &[&email]).await? {
         Some(r) => Ok(Some((user_row(&r)?, col::<Option<String>>(&r, 5)?.unwrap_or_default()))),
         None => Ok(None),
@@ -98,9 +100,46 @@ pub async fn delete_user(c: &impl GenericClient, id: UserId) -> Result<(), Store
     Ok(())
 }
 
+/// Deleted and disabled users: those whose tokens are refused.
 pub async fn deleted_users(c: &impl GenericClient) -> Result<Vec<UserId>, StoreError> {
-    let rows = query(c, "SELECT id FROM users WHERE deleted_at IS NOT NULL ORDER BY id", &[]).await?;
+    let sql = "SELECT id FROM users WHERE deleted_at IS NOT NULL OR disabled_at IS NOT NULL ORDER BY id";
+    let rows = query(c, sql, &[]).await?;
     rows.iter().map(|r| col(r, 0).map(UserId)).collect()
+}
+
+pub async fn account(c: &impl GenericClient, who: &UserLookup) -> Result<Option<Account>, StoreError> {
+    let cols = format!("SELECT {USER_COLS}, disabled_at, created_at FROM users");
+    let row = match who {
+        UserLookup::Id(id) => query_opt(c, &format!("{cols} WHERE id = $1 AND deleted_at IS NULL"), &[&id.0]).await?,
+        UserLookup::Email(email) => {
+            let sql = format!("{cols} WHERE lower(email) = lower($1) AND deleted_at IS NULL");
+            query_opt(c, &sql, &[&email.trim()]).await?
+        }
+    };
+    let Some(r) = row else { return Ok(None) };
+    let user = user_row(&r)?;
+    let disabled = col::<Option<i64>>(&r, 5)?.is_some();
+    let created_at = col(&r, 6)?;
+    let rows = query(c, "SELECT device_id, cursor FROM devices WHERE user_id = $1 ORDER BY device_id", &[&user.user_id.0]).await?;
+    let devices = rows
+        .iter()
+        .map(|d| Ok(DeviceCursor { device_id: DeviceId(col(d, 0)?), cursor: col::<Option<i64>>(d, 1)?.map(MessageId) }))
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some(Account { user, disabled, created_at, devices }))
+}
+
+pub async fn set_disabled(c: &impl GenericClient, id: UserId, disabled: bool) -> Result<(), StoreError> {
+    let n = execute(
+        c,
+        "UPDATE users SET disabled_at = CASE WHEN $2 THEN COALESCE(disabled_at, $3) ELSE NULL END
+         WHERE id = $1 AND deleted_at IS NULL",
+        &[&id.0, &disabled, &now_ms()],
+    )
+    .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    Ok(())
 }
 
 pub async fn set_last_seen(c: &impl GenericClient, id: UserId, at: i64) -> Result<(), StoreError> {

@@ -23,8 +23,8 @@ use switchboard_core::config::StorageConfig;
 use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
 use switchboard_core::protocol::{MessageView, ReceiptStatus};
 use switchboard_core::store::{
-    Appended, Backlog, ChatSummary, Group, Media, MessageStore, NewMessage, NewUser, Page, ReceiptNotices,
-    RefreshOutcome, StoreError, SyncFrom, User, UserPatch,
+    Account, Appended, Backlog, ChatSummary, Group, Media, MessageStore, NewMessage, NewUser, Page, ReceiptNotices,
+    RefreshOutcome, StoreError, SyncFrom, User, UserLookup, UserPatch,
 };
 
 /// SQLite-backed store of standalone mode.
@@ -72,6 +72,14 @@ impl MessageStore for SqliteStore {
 
     async fn deleted_users(&self) -> Result<Vec<UserId>, StoreError> {
         self.readers.read(users::deleted_users).await
+    }
+
+    async fn account(&self, who: UserLookup) -> Result<Option<Account>, StoreError> {
+        self.readers.read(move |c| users::account(c, &who)).await
+    }
+
+    async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError> {
+        self.writer.write(move |c| users::set_disabled(c, id, disabled)).await
     }
 
     async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>, StoreError> {

@@ -6,13 +6,13 @@
 //! fsync), and only then answers each caller. A burst of N sends thus costs one commit.
 
 use rusqlite::{Connection, OpenFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use switchboard_core::config::Durability;
 use switchboard_core::metrics::names;
 use switchboard_core::store::StoreError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// Runs inside the transaction; returns what to do once the commit outcome is known.
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(bool) + Send> + Send>;
@@ -106,22 +106,34 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize) 
     tracing::info!("sqlite writer stopped");
 }
 
-/// A fixed pool of read-only connections; reads run in `spawn_blocking`.
+/// A fixed pool of read-only connections, each owned by its own thread.
 ///
-/// At most `size` reads run at once and at most `size` connections ever exist: a connect
-/// storm queues here instead of opening a connection (with its own page cache) and a
-/// blocking thread per request. Measured: unbounded, a 5,000-session ramp peaked at ~51 MB of
-/// SQLite allocations; bounded, the page caches stay at `size` × ~2 MB at most.
+/// At most `size` reads run at once and at most `size` connections and threads ever exist: a
+/// connect storm queues here instead of opening a connection (with its own page cache) per
+/// request. Measured: unbounded, a 5,000-session ramp peaked at ~51 MB of SQLite allocations.
+/// Dedicated threads rather than `spawn_blocking`: handing a permit from one blocking task to
+/// the next grew tokio's blocking pool to ~60 threads during an 18,000-session ramp, each
+/// with its stack and malloc arena (~1 KB of RSS per session at that size).
 pub struct Readers {
-    path: PathBuf,
-    idle: Arc<Mutex<Vec<Connection>>>,
-    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<ReadJob>,
 }
 
+/// A read to run on a reader thread's connection.
+type ReadJob = Box<dyn FnOnce(Option<&Connection>) + Send>;
+
 impl Readers {
-    /// A pool of up to `size` connections to `path`.
+    /// A pool of `size` reader threads on `path` (each opens its connection on first use).
     pub fn new(path: &Path, size: usize) -> Self {
-        Self { path: path.to_owned(), idle: Arc::default(), permits: Arc::new(Semaphore::new(size.max(1))) }
+        let (tx, rx) = mpsc::channel::<ReadJob>(size.max(1) * 64);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..size.max(1) {
+            let (rx, path) = (rx.clone(), path.to_owned());
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || reader_loop(&path, &rx))
+                .expect("spawning a reader thread");
+        }
+        Self { tx }
     }
 
     /// Runs `f` on a read connection off the async runtime.
@@ -133,24 +145,36 @@ impl Readers {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Unavailable("reader pool closed"))?;
-        let idle = self.idle.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let pooled = idle.lock().map(|mut v| v.pop()).unwrap_or(None);
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&path).map_err(backend)?,
+        let (done_tx, done_rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let out = match conn {
+                Some(c) => f(c),
+                None => Err(StoreError::Unavailable("cannot open a read connection")),
             };
-            let out = f(&conn);
-            if let Ok(mut v) = idle.lock() {
-                v.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|_| StoreError::Unavailable("reader task failed"))?
+            let _ = done_tx.send(out);
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Unavailable("reader pool closed"))?;
+        done_rx.await.map_err(|_| StoreError::Unavailable("reader failed"))?
+    }
+}
+
+/// One reader thread: takes jobs until every sender is gone. The receiver is shared; the
+/// thread holding its lock waits for the next job, the others for the lock.
+fn reader_loop(path: &Path, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let job = match rx.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => None,
+        };
+        let Some(job) = job else { break };
+        if conn.is_none() {
+            conn = open_reader(path).map_err(|error| tracing::error!(%error, "cannot open a read connection")).ok();
+        }
+        // A panicking read drops its reply sender (its caller gets `Unavailable`), not the thread.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn.as_ref()))).is_err() {
+            tracing::error!("a read panicked");
+        }
     }
 }
 

@@ -87,6 +87,10 @@ END;
 // full-text index (a statement savepoint), which the store bench measured at a third of an append.
 r#"
 DROP TRIGGER messages_fts_insert;
+"#,
+// 3: operators can disable an account (admin API, `chatctl user disable`); NULL = enabled.
+r#"
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
 "#];
 
 /// Brings the database to the newest schema version.

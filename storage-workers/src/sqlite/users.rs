@@ -3,8 +3,10 @@
 
 use super::pool::backend;
 use rusqlite::{params, Connection, ErrorCode as SqlCode, OptionalExtension, Row};
-use switchboard_core::ids::{ConversationId, DeviceId, GroupId, UserId};
-use switchboard_core::store::{Group, Media, NewUser, RefreshOutcome, StoreError, User, UserPatch};
+use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
+use switchboard_core::store::{
+    Account, DeviceCursor, Group, Media, NewUser, RefreshOutcome, StoreError, User, UserLookup, UserPatch,
+};
 use switchboard_core::time::{now_ms, now_secs};
 
 const USER_COLS: &str = "id, user_name, email, phone, last_seen";
@@ -46,7 +48,7 @@ pub fn user(c: &Connection, id: UserId) -> Result<Option<User>, StoreError> {
 
 pub fn credentials(c: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
     c.query_row(
-        &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL"),
+        &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL AND disabled_at IS NULL"),
         [email],
         |r| Ok((user_row(r)?, r.get(5)?)),
     )
@@ -85,10 +87,48 @@ pub fn delete_user(c: &Connection, id: UserId) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Deleted and disabled users: those whose tokens are refused.
 pub fn deleted_users(c: &Connection) -> Result<Vec<UserId>, StoreError> {
-    let mut st = c.prepare("SELECT id FROM users WHERE deleted_at IS NOT NULL").map_err(backend)?;
+    let mut st = c
+        .prepare("SELECT id FROM users WHERE deleted_at IS NOT NULL OR disabled_at IS NOT NULL ORDER BY id")
+        .map_err(backend)?;
     let rows = st.query_map([], |r| Ok(UserId(r.get(0)?))).map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub fn account(c: &Connection, who: &UserLookup) -> Result<Option<Account>, StoreError> {
+    let sql = |by: &str| format!("SELECT {USER_COLS}, disabled_at, created_at FROM users WHERE {by} = ?1 AND deleted_at IS NULL");
+    let row = |r: &Row<'_>| Ok((user_row(r)?, r.get::<_, Option<i64>>(5)?.is_some(), r.get::<_, i64>(6)?));
+    let found = match who {
+        UserLookup::Id(id) => c.query_row(&sql("id"), [id.0], row),
+        UserLookup::Email(email) => c.query_row(&sql("email"), [email.trim()], row),
+    }
+    .optional()
+    .map_err(backend)?;
+    let Some((user, disabled, created_at)) = found else { return Ok(None) };
+    let mut st = c.prepare_cached("SELECT device_id, cursor FROM devices WHERE user_id = ?1 ORDER BY device_id").map_err(backend)?;
+    let devices = st
+        .query_map([user.user_id.0], |r| {
+            Ok(DeviceCursor { device_id: DeviceId(r.get(0)?), cursor: r.get::<_, Option<i64>>(1)?.map(MessageId) })
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    Ok(Some(Account { user, disabled, created_at, devices }))
+}
+
+pub fn set_disabled(c: &Connection, id: UserId, disabled: bool) -> Result<(), StoreError> {
+    let n = c
+        .execute(
+            "UPDATE users SET disabled_at = CASE WHEN ?2 THEN COALESCE(disabled_at, ?3) ELSE NULL END
+             WHERE id = ?1 AND deleted_at IS NULL",
+            params![id.0, disabled, now_ms()],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    Ok(())
 }
 
 pub fn set_last_seen(c: &Connection, id: UserId, at: i64) -> Result<(), StoreError> {

@@ -254,6 +254,16 @@ impl RedisPresence {
         Ok(())
     }
 
+    /// Lifts [`Self::revoke_user`].
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn unrevoke_user(&self, user: UserId) -> Result<(), PresenceError> {
+        ::redis::cmd("DEL").arg(self.keys.revoked(user)).query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     /// Whether `user`'s tokens are refused cluster-wide (see [`Self::revoke_user`]).
     ///
     /// # Errors

@@ -1,0 +1,333 @@
+//! The command line: global flags, then noun and verb.
+
+use crate::exit::EXIT_CODES;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Switchboard admin CLI: operate a live Switchboard (standalone or cluster) through
+/// gatewayd's admin API.
+#[derive(Debug, Parser)]
+#[command(name = "chatctl", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// gatewayd admin listener(s), comma-separated; listings merge every endpoint's answer.
+    #[arg(long, global = true, env = "CHATCTL_ENDPOINT", default_value = "http://127.0.0.1:9090", value_delimiter = ',')]
+    pub endpoint: Vec<String>,
+    /// Admin token (gatewayd's server.admin_token); prefer the env var.
+    #[arg(long, global = true, env = "CHATCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Result format on stdout.
+    #[arg(long, short = 'o', global = true, env = "CHATCTL_OUTPUT", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Per-request timeout, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, global = true, env = "CHATCTL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables and lines for people (at most 100 columns).
+    Text,
+    /// Exactly one JSON document.
+    Json,
+}
+
+/// Nouns.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The cluster as a whole: nodes, Redis/Kafka reachability, consumer lag.
+    Cluster {
+        #[command(subcommand)]
+        verb: ClusterVerb,
+    },
+    /// Gateway nodes: list, drain, undrain.
+    Node {
+        #[command(subcommand)]
+        verb: NodeVerb,
+    },
+    /// Live WebSocket connections: list, kick.
+    Conn {
+        #[command(subcommand)]
+        verb: ConnVerb,
+    },
+    /// Accounts: show, create, disable, enable, delete.
+    User {
+        #[command(subcommand)]
+        verb: UserVerb,
+    },
+    /// Groups: show.
+    Group {
+        #[command(subcommand)]
+        verb: GroupVerb,
+    },
+    /// Messages: send a smoke-test message through the real path.
+    Msg {
+        #[command(subcommand)]
+        verb: MsgVerb,
+    },
+    /// Kafka topics: consumer lag.
+    Topic {
+        #[command(subcommand)]
+        verb: TopicVerb,
+    },
+    /// Configuration files: check one, list every key with its env var and default.
+    Config {
+        #[command(subcommand)]
+        verb: ConfigVerb,
+    },
+    /// chatctl's version and, when reachable, the server's.
+    Version,
+    /// Shell completion script on stdout (bash, zsh, fish).
+    Completions {
+        /// Shell.
+        shell: Shell,
+    },
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
+}
+
+/// `cluster` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ClusterVerb {
+    /// Nodes (state, connections, rates, heartbeat), store/Redis/Kafka reachability, lag.
+    Status,
+}
+
+/// Flags of destructive verbs.
+#[derive(Debug, Args)]
+pub struct Confirm {
+    /// Really do it (destructive verbs refuse to run without it).
+    #[arg(long)]
+    pub yes: bool,
+    /// Show what would happen and change nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+}
+
+/// `node` verbs.
+#[derive(Debug, Subcommand)]
+pub enum NodeVerb {
+    /// Every node: id, address, version, uptime, connections, msgs/s, heartbeat, state.
+    List,
+    /// Stop accepting connections and close the open ones with 1012 at a bounded rate.
+    Drain {
+        /// Node id (as in `node list`); the endpoint must be that node's admin listener.
+        id: String,
+        /// Connections closed per second.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        /// Shortest retry hint sent in the close reason, seconds.
+        #[arg(long, default_value_t = 1)]
+        retry_min: u32,
+        /// Longest retry hint sent in the close reason, seconds (hints are jittered between).
+        #[arg(long, default_value_t = 10)]
+        retry_max: u32,
+        /// Wait until every connection is closed (progress on stderr).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Accept connections again.
+    Undrain {
+        /// Node id.
+        id: String,
+    },
+}
+
+/// `conn` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ConnVerb {
+    /// Live connections of the endpoint node(s).
+    List {
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this user's (id).
+        #[arg(long)]
+        user: Option<i64>,
+        /// At most this many per node.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Close a connection (code 4000 "kicked by an operator"; the client may reconnect).
+    Kick {
+        /// Connection id (as in `conn list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        conn: Option<u64>,
+        /// Every connection of this user (id or email) instead.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+}
+
+/// `user` verbs.
+#[derive(Debug, Subcommand)]
+pub enum UserVerb {
+    /// Profile, devices, presence (which nodes), last seen, undelivered count.
+    Show {
+        /// User id or email.
+        user: String,
+    },
+    /// Register a user.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Phone number (6-15 digits, optional leading +).
+        #[arg(long)]
+        phone: String,
+        /// Password; prefer --password-stdin (flags show in `ps`).
+        #[arg(long, env = "CHATCTL_USER_PASSWORD", hide_env_values = true, required_unless_present = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Refuse login and every token at once and close the user's sockets (1008).
+    Disable {
+        /// User id or email.
+        user: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Allow login again.
+    Enable {
+        /// User id or email.
+        user: String,
+    },
+    /// Delete the account (profile anonymised, tokens refused, sockets closed).
+    Delete {
+        /// User id or email.
+        user: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+}
+
+/// `group` verbs.
+#[derive(Debug, Subcommand)]
+pub enum GroupVerb {
+    /// Name, creator, members, message count.
+    Show {
+        /// Group id.
+        id: i64,
+    },
+}
+
+/// `msg` verbs.
+#[derive(Debug, Subcommand)]
+pub enum MsgVerb {
+    /// Send a message as a user through the router (smoke test); prints the ack.
+    Send {
+        /// Sender's user id.
+        #[arg(long)]
+        from: i64,
+        /// Recipient user id.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        to: Option<i64>,
+        /// Recipient group id.
+        #[arg(long)]
+        group: Option<i64>,
+        /// Body.
+        #[arg(long)]
+        text: String,
+    },
+}
+
+/// `topic` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TopicVerb {
+    /// Consumer lag of the router and storage groups, per partition.
+    ///
+    /// Offsets are read from Kafka by chatctl itself (built with `--features kafka`), at the
+    /// brokers and groups the admin API names, or at --brokers without asking it.
+    Lag {
+        /// Kafka bootstrap servers (default: as the admin API's node is configured).
+        #[arg(long, env = "CHATCTL_KAFKA_BROKERS")]
+        brokers: Option<String>,
+        /// Topic and group prefix with --brokers (cluster.topic_prefix).
+        #[arg(long, default_value = "sb.")]
+        topic_prefix: String,
+    },
+}
+
+/// `config` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ConfigVerb {
+    /// Load a gatewayd config file as gatewayd would (file, then SWITCHBOARD_* env) and
+    /// report every problem (exit 78).
+    Check {
+        /// TOML file.
+        file: PathBuf,
+        /// Ignore SWITCHBOARD_* variables of this environment.
+        #[arg(long)]
+        ignore_env: bool,
+    },
+    /// Every key with its env var name and default.
+    Defaults,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
+    };
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err("timeout must be between 1ms and 24h".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0").is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! Parked connections: an idle WebSocket session without a task or a tokio registration.
+//!
+//! A session with nothing to read or write for `ws.park_after` — no partial frame, no
+//! fragments, an empty outbox — gives its socket back to this module and its task ends: the
+//! task and tokio's per-socket registration are freed, and what remains of the session is
+//! its [`ConnShared`] (in the registry, so deliveries still find it) plus one entry here. One
+//! thread watches every parked socket in a single epoll set (`mio`). The session resumes, in
+//! a fresh task, when its socket becomes readable (a frame, a pong, a close, EOF) or when
+//! something is queued for it ([`ConnShared::push`] and [`ConnShared::close`] call
+//! [`unpark`]), so nothing is delayed beyond a task spawn.
+//!
+//! Parking is what makes an idle session cost a few hundred bytes instead of a few KB (see
+//! README "Measured"); it costs two `epoll_ctl` calls and a task spawn each time a parked
+//! session wakes up.
+
+use super::conn;
+use super::outbox::ConnShared;
+use crate::state::AppState;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, OnceLock};
+use switchboard_core::metrics::names;
+
+/// `ws.park_after` at or beyond this never parks.
+pub const NEVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Whether sessions park at all under `cfg`.
+pub fn enabled(cfg: &switchboard_core::config::Config) -> bool {
+    cfg.ws.park_after < NEVER
+}
+
+/// The token of the thread's own waker.
+const WAKE: Token = Token(usize::MAX);
+
+/// One parked session.
+struct Parked {
+    stream: std::net::TcpStream,
+    shared: Arc<ConnShared>,
+    state: Arc<AppState>,
+    rt: tokio::runtime::Handle,
+}
+
+/// The process's parking lot: one epoll thread for every gateway in the process.
+struct Lot {
+    registry: mio::Registry,
+    waker: mio::Waker,
+    /// Parked sessions by token (the address of their `ConnShared`, unique while parked).
+    parked: Mutex<HashMap<usize, Parked>>,
+    /// Tokens to resume, set by [`unpark`] from any thread.
+    woken: Mutex<Vec<usize>>,
+}
+
+fn lot() -> Option<&'static Lot> {
+    static LOT: OnceLock<Option<Lot>> = OnceLock::new();
+    LOT.get_or_init(|| match start() {
+        Ok(lot) => Some(lot),
+        Err(error) => {
+            tracing::error!(%error, "cannot start the parking thread; sessions stay unparked");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn start() -> std::io::Result<Lot> {
+    let poll = Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    let waker = mio::Waker::new(poll.registry(), WAKE)?;
+    std::thread::Builder::new().name("sb-parking".into()).spawn(move || watch(poll))?;
+    Ok(Lot { registry, waker, parked: Mutex::new(HashMap::new()), woken: Mutex::new(Vec::new()) })
+}
+
+fn token_of(shared: &ConnShared) -> usize {
+    std::ptr::from_ref(shared) as usize
+}
+
+/// The thread: resumes every session whose socket turns readable or that was woken.
+fn watch(mut poll: Poll) {
+    let mut events = Events::with_capacity(1024);
+    loop {
+        if let Err(error) = poll.poll(&mut events, None) {
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(%error, "parking poll failed; the thread stops");
+            return;
+        }
+        let Some(lot) = lot() else { return };
+        for ev in events.iter() {
+            if ev.token() == WAKE {
+                let woken = std::mem::take(&mut *lot.woken.lock());
+                woken.into_iter().for_each(|t| lot.resume(t));
+            } else {
+                lot.resume(ev.token().0);
+            }
+        }
+    }
+}
+
+impl Lot {
+    /// Takes a session out and starts its task again; nothing if it was already resumed.
+    fn resume(&self, token: usize) {
+        let Some(p) = self.parked.lock().remove(&token) else { return };
+        let _ = self.registry.deregister(&mut SourceFd(&p.stream.as_raw_fd()));
+        metrics::gauge!(names::GATEWAY_CONNECTIONS_PARKED).decrement(1.0);
+        let Parked { stream, shared, state, rt } = p;
+        shared.clear_parked();
+        let tracker = state.tracker.clone();
+        let task = tracker.track_future(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(io) => conn::resume(io, state, shared).await,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot resume a parked session");
+                    conn::gone(&state, &shared).await;
+                }
+            }
+        });
+        rt.spawn(task);
+    }
+}
+
+/// Parks a session: `stream` is watched here and `shared` resumes it when woken. Called by
+/// the session's task with the outbox locked and found empty (see `ConnShared::park_with`),
+/// so no frame can slip in unnoticed. On error the stream is handed back.
+pub fn park(stream: std::net::TcpStream, shared: Arc<ConnShared>, state: Arc<AppState>) -> Result<(), std::net::TcpStream> {
+    let Some(lot) = lot() else { return Err(stream) };
+    let token = token_of(&shared);
+    if let Err(error) = lot.registry.register(&mut SourceFd(&stream.as_raw_fd()), Token(token), Interest::READABLE) {
+        tracing::warn!(%error, "cannot park a session");
+        return Err(stream);
+    }
+    let rt = tokio::runtime::Handle::current();
+    lot.parked.lock().insert(token, Parked { stream, shared, state, rt });
+    metrics::gauge!(names::GATEWAY_CONNECTIONS_PARKED).increment(1.0);
+    Ok(())
+}
+
+/// Resumes a parked session because something was queued for it (from any thread).
+pub fn unpark(shared: &ConnShared) {
+    let Some(lot) = lot() else { return };
+    lot.woken.lock().push(token_of(shared));
+    if let Err(error) = lot.waker.wake() {
+        tracing::error!(%error, "cannot wake the parking thread");
+    }
+}
+
+/// Resumes every session of `state` that is parked, now, from this (runtime) thread: at
+/// shutdown, so each gets its close frame before the gateway stops.
+pub fn resume_all(state: &Arc<AppState>) {
+    let Some(lot) = lot() else { return };
+    let tokens: Vec<usize> =
+        lot.parked.lock().iter().filter(|(_, p)| Arc::ptr_eq(&p.state, state)).map(|(t, _)| *t).collect();
+    tokens.into_iter().for_each(|t| lot.resume(t));
+}
