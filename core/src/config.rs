@@ -227,6 +227,10 @@ pub struct ServerConfig {
     /// unset, and then every admin API request is refused with 401 `admin_disabled`
     /// (`/healthz`, `/readyz` and `/metrics` stay open either way).
     pub admin_token: Option<String>,
+    /// A client connection that has not sent a whole request head within this is closed, so
+    /// silent sockets cannot pile up before authentication. Default: 15s.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -240,6 +244,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("json_max_bytes", &self.json_max_bytes)
             .field("max_connections", &self.max_connections)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("head_timeout", &self.head_timeout)
             .finish()
     }
 }
@@ -353,6 +358,7 @@ impl Default for ServerConfig {
             json_max_bytes: 64 << 10,
             max_connections: 1_000_000,
             admin_token: None,
+            head_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -569,6 +575,9 @@ impl Config {
         }
         if self.server.admin_token.as_ref().is_some_and(|t| t.chars().count() < MIN_ADMIN_TOKEN_CHARS) {
             errs.push(format!("server.admin_token must be at least {MIN_ADMIN_TOKEN_CHARS} characters"));
+        }
+        if self.server.head_timeout.is_zero() {
+            errs.push("server.head_timeout must be above 0".into());
         }
         if self.server.media_max_bytes == 0 {
             errs.push("server.media_max_bytes must be at least 1".into());

@@ -169,3 +169,30 @@ async fn refused_upgrades_get_the_rest_api_errors() {
         assert!(text.contains(code), "{code} not in {text}");
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed() {
+    let s = TestServer::start_with(|c| c.server.head_timeout = Duration::from_millis(300)).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    // Silent from the start.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    // Half a head, then silence.
+    let mut partial = TcpStream::connect(&addr).await.unwrap();
+    partial.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    for stream in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.expect("closed before the deadline");
+        assert!(matches!(n, Ok(0) | Err(_)), "expected the server to close, got {n:?}");
+    }
+    // A REST connection kept alive goes quiet after its first request: hyper closes it too.
+    let a = s.user("ann").await;
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    let get = format!("GET /user/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", a.id, a.token);
+    kept.write_all(get.as_bytes()).await.unwrap();
+    let (resp, _) = response(&mut kept).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    kept.write_all(b"GET /user/1 HTTP/1.1\r\n").await.unwrap();
+    // The connection ends (with or without a 408 first) well before the deadline.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, kept.read_to_end(&mut rest)).await.expect("closed before the deadline");
+}

@@ -37,6 +37,7 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed on the fast path; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
 
+
 type HttpService = TowerToHyperService<axum::Router>;
 
 /// Accepts client connections until `stop`, each in its own task on `s.tracker`.
@@ -72,12 +73,17 @@ enum Opening {
 
 async fn handle(mut stream: TcpStream, s: Arc<AppState>, http: HttpService, stop: CancellationToken) {
     // Both openings are boxed so that the task of an idle session holds `conn::run` alone.
-    match Box::pin(open(&mut stream, &s)).await {
+    // `server.head_timeout` bounds the first request head here, and every later one in hyper.
+    let opening = tokio::time::timeout(s.cfg.server.head_timeout, Box::pin(open(&mut stream, &s))).await.unwrap_or(Opening::Closed);
+    match opening {
         Opening::Upgraded(shared) => {
             metrics::counter!(names::GATEWAY_UPGRADES, "path" => "fast").increment(1);
             conn::run(stream, s, shared).await;
         }
-        Opening::Http(head) => Box::pin(serve_http(Replay { head, at: 0, inner: stream }, http, stop)).await,
+        Opening::Http(head) => {
+            let timeout = s.cfg.server.head_timeout;
+            Box::pin(serve_http(Replay { head, at: 0, inner: stream }, http, timeout, stop)).await;
+        }
         Opening::Closed => {}
     }
 }
@@ -267,9 +273,13 @@ fn fast_upgrade(s: &AppState, buf: &[u8]) -> Fast {
 }
 
 /// Serves a connection with hyper and axum, stopping gracefully with the listener.
-async fn serve_http(io: Replay, http: HttpService, stop: CancellationToken) {
+async fn serve_http(io: Replay, http: HttpService, head_timeout: std::time::Duration, stop: CancellationToken) {
     metrics::counter!(names::GATEWAY_UPGRADES, "path" => "http").increment(1);
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), http).with_upgrades();
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .serve_connection(TokioIo::new(io), http)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
