@@ -28,7 +28,8 @@ pub struct Global {
     /// Result format on stdout.
     #[arg(long, short = 'o', global = true, env = "CHATCTL_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Per-request timeout, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    /// Per-request timeout, e.g. 10s, 500ms, 2m (a bare number is seconds); for `msg tail`,
+    /// the time to connect and get the stream's headers.
     #[arg(long, global = true, env = "CHATCTL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -38,7 +39,7 @@ pub struct Global {
 pub enum Output {
     /// Tables and lines for people (at most 100 columns).
     Text,
-    /// Exactly one JSON document.
+    /// Exactly one JSON document (`msg tail`: one JSON object per line, NDJSON).
     Json,
 }
 
@@ -70,7 +71,7 @@ pub enum Command {
         #[command(subcommand)]
         verb: GroupVerb,
     },
-    /// Messages: send a smoke-test message through the real path.
+    /// Messages: send a smoke-test message through the real path, follow live traffic.
     Msg {
         #[command(subcommand)]
         verb: MsgVerb,
@@ -257,6 +258,60 @@ pub enum MsgVerb {
         #[arg(long)]
         text: String,
     },
+    /// Follow live traffic metadata (never bodies unless --bodies, standalone only) until
+    /// Ctrl-C (exit 0), --count or --for.
+    ///
+    /// One line per event: committed messages (`msg`: id, sender -> recipient or g:group,
+    /// body bytes, recipients online/total), refused sends, receipts, typing; in cluster mode
+    /// sends from every node as the router's inbound topic carries them (`send`: no id yet,
+    /// never a body) and this node's receipts and typing. Times are UTC. With -o json: one
+    /// JSON object per line (NDJSON), each with a `type`; a `lagged` line means events were
+    /// dropped because the tail fell behind. The first endpoint that answers is followed.
+    Tail {
+        /// Only what this user (id) sent, received (their groups included), read or typed.
+        #[arg(long)]
+        user: Option<i64>,
+        /// Only this group's traffic.
+        #[arg(long)]
+        group: Option<i64>,
+        /// Only these kinds, comma-separated.
+        #[arg(long = "type", value_enum, value_delimiter = ',')]
+        types: Vec<EventKind>,
+        /// Show message bodies too (standalone mode only; the gateway logs that you asked).
+        #[arg(long)]
+        bodies: bool,
+        /// Exit 0 after this many events.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Exit 0 after this long, e.g. 30s, 5m.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+/// Kinds of traffic events `msg tail` can keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventKind {
+    /// Committed messages (cluster: sends read from Kafka).
+    Message,
+    /// Sends the server refused.
+    Refused,
+    /// Delivered and read receipts.
+    Receipt,
+    /// Typing indicators.
+    Typing,
+}
+
+impl EventKind {
+    /// The admin API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Refused => "refused",
+            Self::Receipt => "receipt",
+            Self::Typing => "typing",
+        }
+    }
 }
 
 /// `topic` verbs.

@@ -27,6 +27,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::User { verb } => user(&api()?, out, verb).await,
         Command::Group { verb: GroupVerb::Show { id } } => group_show(&api()?, out, id).await,
         Command::Msg { verb: MsgVerb::Send { from, to, group, text } } => msg_send(&api()?, out, from, to, group, text).await,
+        Command::Msg { verb: MsgVerb::Tail { user, group, types, bodies, count, duration } } => {
+            let opts = crate::tail::Opts { user, group, types, bodies, count, duration };
+            crate::tail::run(&api()?, out, opts).await
+        }
         Command::Topic { verb: TopicVerb::Lag { brokers, topic_prefix } } => topic_lag(g, out, brokers, topic_prefix).await,
         Command::Config { verb } => config(out, verb),
         Command::Version => version(&api()?, out).await,

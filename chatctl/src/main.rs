@@ -3,8 +3,9 @@
 //! It talks to gatewayd's admin API (`/admin/v1/...` on the admin listener, bearer token
 //! `server.admin_token`); `config check|defaults`, `version` and `completions` work offline.
 //! Commands are noun then verb (`chatctl user show 42`). Stdout carries only the result: a
-//! table that fits 100 columns, or with `--output json` exactly one JSON document; logs,
-//! warnings and errors go to stderr. Exit codes: see [`exit::Exit`] and `chatctl --help`.
+//! table that fits 100 columns, or with `--output json` exactly one JSON document (a stream,
+//! `msg tail`: one JSON object per line, NDJSON); logs, warnings and errors go to stderr.
+//! Exit codes: see [`exit::Exit`] and `chatctl --help`.
 
 mod cli;
 mod client;
@@ -13,6 +14,7 @@ mod exit;
 #[cfg(feature = "kafka")]
 mod lag;
 mod table;
+mod tail;
 
 use clap::Parser;
 use exit::{Exit, Failure};

@@ -491,6 +491,248 @@ async fn drain_under_traffic_loses_nothing() {
     assert_eq!(cids.len(), got.len(), "no clientMsgId stored twice");
 }
 
+/// A `chatctl msg tail` child: its stdout and stderr lines as they come.
+struct Tail {
+    child: std::process::Child,
+    stdout: tokio::sync::mpsc::Receiver<String>,
+    stderr: tokio::sync::mpsc::Receiver<String>,
+    err_seen: Vec<String>,
+}
+
+/// Lines of `from` sent to a channel by a thread of their own.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> tokio::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Tail {
+    /// Starts `chatctl msg tail <args>` and waits until it is subscribed (its stderr note).
+    async fn start(endpoint: &str, args: &[&str]) -> Self {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatctl"));
+        cmd.args(["msg", "tail"])
+            .args(args)
+            .env("CHATCTL_ENDPOINT", endpoint)
+            .env("CHATCTL_TOKEN", TOKEN)
+            .env_remove("CHATCTL_OUTPUT")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("chatctl runs");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let mut t = Self { child, stdout, stderr, err_seen: Vec::new() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, t.stderr.recv()).await {
+                Ok(Some(l)) => {
+                    let ready = l.contains("tailing node");
+                    t.err_seen.push(l);
+                    if ready {
+                        return t;
+                    }
+                }
+                other => panic!("chatctl msg tail did not start ({other:?}): {:?}", t.err_seen),
+            }
+        }
+    }
+
+    /// The next stdout line within `wait`.
+    async fn line(&mut self, wait: Duration) -> Option<String> {
+        tokio::time::timeout(wait, self.stdout.recv()).await.ok().flatten()
+    }
+
+    /// Waits for the exit (at most 20 s); everything printed.
+    async fn finish(mut self) -> Run {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            assert!(std::time::Instant::now() < deadline, "chatctl msg tail did not exit: {:?}", self.err_seen);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut stdout = String::new();
+        while let Some(l) = self.stdout.recv().await {
+            stdout.push_str(&l);
+            stdout.push('\n');
+        }
+        while let Some(l) = self.stderr.recv().await {
+            self.err_seen.push(l);
+        }
+        Run { code: status.code().unwrap_or(-1), stdout, stderr: self.err_seen.join("\n") }
+    }
+
+    /// Ctrl-C.
+    fn interrupt(&self) {
+        let ok = std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(ok.success());
+    }
+}
+
+fn ndjson(r: &Run) -> Vec<Value> {
+    r.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}"))).collect()
+}
+
+/// Open tails of the node, once the server has noticed the clients are gone.
+async fn tails_drop_to_zero(s: &TestServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = chatctl(s, &["-o", "json", "node", "list"]).await.ok().json()["nodes"][0]["tails"].clone();
+        if n == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "tails still open: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msg_tail_follows_traffic_metadata() {
+    let s = server().await;
+    let (a, b, c) = (s.user("ann").await, s.user("bob").await, s.user("cat").await);
+    let (mut wa, _) = s.ws(&a).await;
+    let (mut wb, _) = s.ws(&b).await;
+
+    // Two messages, as NDJSON: ids as acked, metadata, and no body.
+    let tail = Tail::start(&s.admin, &["-o", "json", "--count", "2"]).await;
+    let ack1 = wa.send_msg("t-1", json!({"receiverId": b.id}), "hello bob").await;
+    let ack2 = wb.send_msg("t-2", json!({"receiverId": a.id}), "hi ann").await;
+    let r = tail.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let events = ndjson(&r);
+    assert_eq!(events.len(), 2, "{r:?}");
+    for (e, ack, from, to, bytes) in [(&events[0], &ack1, a.id, b.id, 9), (&events[1], &ack2, b.id, a.id, 6)] {
+        assert_eq!(e["type"], "message", "{e}");
+        assert_eq!(e["messageId"], ack["messageId"], "{e}");
+        assert_eq!(e["conversationSeq"], ack["conversationSeq"], "{e}");
+        assert_eq!((e["senderId"].as_i64(), e["receiverId"].as_i64()), (Some(from), Some(to)), "{e}");
+        assert_eq!(e["bodyBytes"], bytes, "{e}");
+        assert_eq!((e["recipients"].as_u64(), e["online"].as_u64(), e["offline"].as_u64()), (Some(1), Some(1), Some(0)), "{e}");
+        assert_eq!(e["duplicate"], false);
+        assert_eq!(e["node"], "gw-1");
+        assert!(e.get("body").is_none(), "a body without --bodies: {e}");
+        assert!(e["timestamp"].is_i64());
+    }
+    assert_eq!(events[0]["clientMsgId"], "t-1");
+    // The stream's notes are on stderr, not stdout.
+    assert!(r.stderr.contains("tailing node gw-1 (standalone)"), "{r:?}");
+
+    // --bodies (standalone): the body is there.
+    let tail = Tail::start(&s.admin, &["-o", "json", "--count", "1", "--bodies"]).await;
+    let ack = wa.send_msg("t-3", json!({"receiverId": b.id}), "secret plans").await;
+    let r = tail.finish().await;
+    let e = &ndjson(&r)[0];
+    assert_eq!((e["messageId"].clone(), e["body"].as_str()), (ack["messageId"].clone(), Some("secret plans")), "{r:?}");
+
+    // A user filter for a third user sees none of it: zero lines, exit 0 after --for.
+    let tail = Tail::start(&s.admin, &["-o", "json", "--user", &c.id.to_string(), "--for", "2s"]).await;
+    wa.send_msg("t-4", json!({"receiverId": b.id}), "not for cat").await;
+    wb.send_msg("t-5", json!({"receiverId": a.id}), "nor this").await;
+    let r = tail.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "", "{r:?}");
+
+    // Group filter, text output: one line per event, within 100 columns; a duplicate is shown
+    // as such, a direct message is not.
+    let (st, g) = s.post("/groups/create", Some(&a.token), json!({"groupName": "ops", "createdBy": a.id})).await;
+    assert_eq!(st, 201, "{g}");
+    let gid = g["groupId"].as_i64().unwrap();
+    assert_eq!(s.post(&format!("/groups/{gid}/add"), Some(&a.token), json!({"userId": b.id})).await.0, 200);
+    let tail = Tail::start(&s.admin, &["--group", &gid.to_string(), "--count", "2", "--bodies"]).await;
+    let direct = wa.send_msg("t-6", json!({"receiverId": b.id}), "direct").await;
+    let g1 = wa.send_msg("t-7", json!({"groupId": gid}), &"long group text ".repeat(20)).await;
+    let again = wa.send_msg("t-7", json!({"groupId": gid}), &"long group text ".repeat(20)).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    let r = tail.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    fits_100_columns(&r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    let head = format!("msg {}  {} -> g:{gid}  320 B  online 1/1  \"long group text", g1["messageId"], a.id);
+    assert!(lines[0].contains(&head) && lines[0].ends_with('…'), "{lines:?}");
+    assert!(lines[1].contains(&format!("msg {}", g1["messageId"])) && lines[1].contains("duplicate"), "{lines:?}");
+
+    // Refusals, receipts and typing, by type.
+    let (mut wc, _) = s.ws(&c).await;
+    let tail = Tail::start(&s.admin, &["-o", "json", "--type", "refused,receipt,typing", "--count", "3"]).await;
+    let refused = wc.send_msg("t-8", json!({"groupId": gid}), "let me in").await;
+    assert_eq!(refused["type"], "error");
+    wb.send(json!({"type": "typing", "receiverId": a.id})).await;
+    wa.next_of("typing").await;
+    wb.send(json!({"type": "receipt", "messageId": direct["messageId"], "status": "read"})).await;
+    wa.next_of("receipt").await;
+    let r = tail.finish().await;
+    let mut events = ndjson(&r);
+    events.sort_by_key(|e| e["type"].as_str().unwrap().to_owned());
+    assert_eq!(events.len(), 3, "{r:?}");
+    assert_eq!((events[0]["type"].as_str(), events[0]["userId"].as_i64(), events[0]["status"].as_str()), (Some("receipt"), Some(b.id), Some("read")));
+    assert_eq!(events[0]["messageId"], direct["messageId"]);
+    assert_eq!(events[0]["notified"], json!([a.id]));
+    assert_eq!((events[1]["type"].as_str(), events[1]["code"].as_str(), events[1]["senderId"].as_i64()), (Some("refused"), Some("forbidden"), Some(c.id)));
+    assert_eq!((events[2]["type"].as_str(), events[2]["senderId"].as_i64(), events[2]["receiverId"].as_i64()), (Some("typing"), Some(b.id), Some(a.id)));
+
+    // Ctrl-C ends a tail with 0. While it runs, the node counts it.
+    let tail = Tail::start(&s.admin, &[]).await;
+    let nodes = chatctl(&s, &["-o", "json", "node", "list"]).await.ok().json();
+    assert!(nodes["nodes"][0]["tails"].as_u64() >= Some(1), "{nodes}");
+    tail.interrupt();
+    let r = tail.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Every tail above is gone on the server too: nothing is left subscribed.
+    tails_drop_to_zero(&s).await;
+
+    // Refusals: bad token 77, unknown user 3, bad type 2, bad count 2.
+    let r = chatctl_with(&s.admin, Some("wrong-token-wrong-token-0000"), &["msg", "tail", "--count", "1"]).await;
+    assert_eq!(r.code, 77, "{r:?}");
+    assert!(r.stdout.is_empty() && r.stderr.contains("unauthorized"), "{r:?}");
+    assert_eq!(chatctl(&s, &["msg", "tail", "--user", "424242", "--count", "1"]).await.code, 3);
+    assert_eq!(chatctl(&s, &["msg", "tail", "--group", "424242", "--count", "1"]).await.code, 3);
+    assert_eq!(chatctl(&s, &["msg", "tail", "--type", "gossip"]).await.code, 2);
+    assert_eq!(chatctl(&s, &["msg", "tail", "--count", "0"]).await.code, 2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let r = chatctl_with(&format!("http://127.0.0.1:{port}"), Some(TOKEN), &["msg", "tail", "--count", "1"]).await;
+    assert_eq!(r.code, 69, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msg_tail_ends_with_the_gateway_without_holding_it_up() {
+    let s = server().await;
+    let a = s.user("ann").await;
+    let (mut wa, _) = s.ws(&a).await;
+    let mut tail = Tail::start(&s.admin, &["-o", "json"]).await;
+    let ack = wa.send_msg("s-1", json!({"receiverId": a.id}), "note to self").await;
+    let first: Value = serde_json::from_str(&tail.line(Duration::from_secs(10)).await.expect("an event")).unwrap();
+    assert_eq!(first["messageId"], ack["messageId"]);
+    // The raw stream: NDJSON, a `start` line first.
+    let res = reqwest::Client::new().get(format!("{}/admin/v1/tail?types=typing", s.admin)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let mut res = res;
+    let chunk = res.chunk().await.unwrap().expect("the start line");
+    let start: Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!((start["type"].as_str(), start["types"].clone()), (Some("start"), json!(["typing"])), "{start}");
+    drop(wa);
+    // Graceful shutdown does not wait for the open streams: each is ended with an `end` line.
+    let started = std::time::Instant::now();
+    s.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    let rest = res.chunk().await.unwrap().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    assert!(rest.contains(r#""type":"end""#), "{rest:?}");
+    let r = tail.finish().await;
+    assert_eq!(r.code, 69, "{r:?}");
+    assert!(r.stderr.contains("ended the stream: shutdown"), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_endpoint_in_the_list_is_skipped() {
     let s = server().await;
@@ -548,6 +790,62 @@ async fn cluster_mode_lists_both_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_msg_tail_reads_sends_from_kafka() {
+    if !testkit::cluster_mode() {
+        eprintln!("skipped: set SWITCHBOARD_TEST_MODE=cluster (and KAFKA_BROKERS) to run against a cluster");
+        return;
+    }
+    let s = TestServer::start_with(|c| c.server.admin_token = Some(TOKEN.into())).await;
+    let (a, b): (TestUser, TestUser) = (s.user("ann").await, s.user("bob").await);
+    let (mut wa, _) = s.ws(&a).await; // node A
+    let (mut wb, _) = s.ws(&b).await; // node B
+    // Bodies never leave a cluster through the tail.
+    let r = chatctl(&s, &["msg", "tail", "--bodies", "--count", "1"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("standalone"), "{r:?}");
+
+    let mut tail = Tail::start(&s.admin, &["-o", "json", "--user", &b.id.to_string()]).await;
+    assert!(tail.err_seen.iter().any(|l| l.contains("(cluster)")), "{:?}", tail.err_seen);
+    // The tail's own consumer group starts at the end of the inbound topic once Kafka has
+    // assigned it the partitions: send until one send shows up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    'warm: loop {
+        assert!(tokio::time::Instant::now() < deadline, "no send event within 60 s");
+        i += 1;
+        wa.send_msg(&format!("warm-{i}"), json!({"receiverId": b.id}), "warming up").await;
+        while let Some(l) = tail.line(Duration::from_millis(1000)).await {
+            let e: Value = serde_json::from_str(&l).unwrap();
+            if e["type"] == "send" {
+                break 'warm;
+            }
+        }
+    }
+    // A send on node B and one on node A: both read from Kafka by node A's tail, metadata only.
+    wb.send_msg("k-1", json!({"receiverId": a.id}), "from node b").await;
+    wa.send_msg("k-2", json!({"receiverId": b.id}), "from node a").await;
+    let mut seen = BTreeMap::new();
+    while seen.len() < 2 {
+        let l = tail.line(Duration::from_secs(30)).await.expect("both sends within 30 s");
+        let e: Value = serde_json::from_str(&l).unwrap();
+        if let Some(cid @ ("k-1" | "k-2")) = e["clientMsgId"].as_str() {
+            seen.insert(cid.to_owned(), e);
+        }
+    }
+    let (k1, k2) = (&seen["k-1"], &seen["k-2"]);
+    assert_eq!((k1["type"].as_str(), k1["senderId"].as_i64(), k1["receiverId"].as_i64()), (Some("send"), Some(b.id), Some(a.id)), "{k1}");
+    assert_eq!((k1["node"].as_str(), k1["bodyBytes"].as_u64()), (Some("gw-test-b"), Some(11)), "{k1}");
+    assert_eq!((k2["node"].as_str(), k2["senderId"].as_i64()), (Some("gw-test"), Some(a.id)), "{k2}");
+    for e in [k1, k2] {
+        assert!(e.get("body").is_none() && e.get("messageId").is_none(), "{e}");
+    }
+    tail.interrupt();
+    let r = tail.finish().await;
+    assert_eq!(r.code, 0, "{r:?}");
+    tails_drop_to_zero(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_the_admin_api() {
     let s = server().await;
     let doc: Value = reqwest::get(format!("{}/openapi.json", s.base)).await.unwrap().json().await.unwrap();
@@ -567,6 +865,7 @@ async fn openapi_documents_the_admin_api() {
         ("/admin/v1/users/{user}/kick", "post"),
         ("/admin/v1/groups/{group}", "get"),
         ("/admin/v1/messages", "post"),
+        ("/admin/v1/tail", "get"),
     ];
     for (path, method) in routes {
         let op = &doc["paths"][path][method];
@@ -584,7 +883,8 @@ async fn openapi_documents_the_admin_api() {
         assert_eq!(http.request(method.clone(), &url).send().await.unwrap().status(), 401, "{method} {path}");
         let res = http.request(method.clone(), &url).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap();
         let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
+        // The tail is a stream that does not end: its headers are the answer.
+        let body: Value = if path.ends_with("/tail") { Value::Null } else { res.json().await.unwrap_or(Value::Null) };
         assert_ne!(status, 405, "{method} {path}");
         assert_ne!(body["error"]["message"], "no such admin route", "{method} {path}");
     }

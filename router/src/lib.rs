@@ -13,6 +13,12 @@
 //! [`Router`] is an in-process queue drained by one task; in cluster mode gateways produce
 //! sends to Kafka and the router binary feeds each consumed batch to
 //! [`RouterCore::route_batch`].
+//!
+//! **Tap.** Every routed message (after commit and fan-out), refused send, applied receipt and
+//! relayed typing indicator is also offered to [`RouterCore::tap`] subscribers as a
+//! [`TrafficEvent`] (gatewayd's `GET /admin/v1/tail`, `chatctl msg tail`). The channel is a
+//! bounded broadcast: a subscriber that falls behind loses the oldest events (it is told how
+//! many), never slows routing; with no subscriber no event is even built.
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -24,14 +30,15 @@ use std::time::Instant;
 use std::collections::HashMap;
 use switchboard_core::bus::{Bus, BusError, Delivery, Route};
 use switchboard_core::error::ErrorCode;
-use switchboard_core::ids::{ConnId, DeviceId, MessageId, NodeId, UserId};
+use switchboard_core::ids::{ConnId, DeviceId, GroupId, MessageId, NodeId, UserId};
 use switchboard_core::metrics::names;
 use switchboard_core::policy;
 use switchboard_core::presence::Presence;
 use switchboard_core::protocol::{self, ReceiptStatus, SendFrame, Target};
 use switchboard_core::push::{PushNotice, PushSink};
 use switchboard_core::store::{Appended, MessageStore, NewMessage, StoreError};
-use tokio::sync::mpsc;
+use switchboard_core::time::now_ms;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -122,6 +129,150 @@ pub struct RouterCore {
     bus: Arc<dyn Bus>,
     /// Where notices for offline recipients go (cluster: the push topic); none: counted only.
     push: Option<Arc<dyn PushSink>>,
+    /// Traffic events for live tails; see [`RouterCore::tap`].
+    tap: broadcast::Sender<TrafficEvent>,
+}
+
+/// Traffic events a tap subscriber may fall behind by before it loses the oldest ones.
+pub const TAP_CAPACITY: usize = 1024;
+
+/// What the router did, for live tails (`GET /admin/v1/tail`, `chatctl msg tail`). Serialized
+/// with a `type` tag: `message`, `refused`, `receipt`, `typing`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum TrafficEvent {
+    /// A committed send, after its ack and deliveries were published.
+    Message(MessageEvent),
+    /// A send the store refused (its sender got an error frame).
+    Refused(RefusedEvent),
+    /// A receipt applied to the store.
+    Receipt(ReceiptEvent),
+    /// A typing indicator relayed.
+    Typing(TypingEvent),
+}
+
+/// A committed message: metadata, and the body only in-process (a tail strips it unless asked).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEvent {
+    /// Its id.
+    pub message_id: MessageId,
+    /// Its conversation, `d:<a>:<b>` or `g:<group>`.
+    pub conversation: String,
+    /// Position in the conversation.
+    pub conversation_seq: i64,
+    /// Author.
+    pub sender_id: UserId,
+    /// For 1:1 messages, the recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_id: Option<UserId>,
+    /// For group messages, the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<GroupId>,
+    /// The sender's resend key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// Node of the sending connection.
+    pub node: NodeId,
+    /// Recipients, the sender excluded.
+    pub recipients: usize,
+    /// Recipients connected somewhere when it was routed (0 for a duplicate: nothing is sent).
+    pub online: usize,
+    /// Recipients not connected (push notices).
+    pub offline: usize,
+    /// A resend of an already stored `clientMsgId`: acked again, not delivered again.
+    pub duplicate: bool,
+    /// Body length in bytes (UTF-8).
+    pub body_bytes: usize,
+    /// Whether media is attached.
+    pub media: bool,
+    /// Commit time, Unix ms.
+    pub timestamp: i64,
+    /// The body. Always set in-process; serialized only when present, so a tail that must not
+    /// show bodies sets it to `None`.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "some_str")]
+    pub body: Option<Arc<str>>,
+    /// Every recipient (for filtering by user; not serialized).
+    #[serde(skip)]
+    pub recipient_ids: Arc<[UserId]>,
+}
+
+/// A refused send.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedEvent {
+    /// The error code the sender got (`forbidden`, `not_found`, ...).
+    pub code: &'static str,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// Addressed user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_id: Option<UserId>,
+    /// Addressed group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<GroupId>,
+    /// The sender's resend key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// Node of the sending connection.
+    pub node: NodeId,
+    /// Unix ms.
+    pub timestamp: i64,
+}
+
+/// An applied receipt.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptEvent {
+    /// The reader.
+    pub user_id: UserId,
+    /// The message the receipt named.
+    pub message_id: MessageId,
+    /// `delivered` or `read`.
+    pub status: ReceiptStatus,
+    /// Authors told about it.
+    pub notified: Vec<UserId>,
+    /// Node of the reader's connection.
+    pub node: NodeId,
+    /// Unix ms.
+    pub timestamp: i64,
+}
+
+/// A relayed typing indicator.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingEvent {
+    /// Who types.
+    pub sender_id: UserId,
+    /// To this user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_id: Option<UserId>,
+    /// In this group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<GroupId>,
+    /// Users it was relayed to.
+    pub recipients: usize,
+    /// Node of the typing connection.
+    pub node: NodeId,
+    /// Unix ms.
+    pub timestamp: i64,
+    /// Who it was relayed to (for filtering by user; not serialized).
+    #[serde(skip)]
+    pub recipient_ids: Arc<[UserId]>,
+}
+
+fn some_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_some(&**b),
+        None => s.serialize_none(),
+    }
+}
+
+fn split(target: Target) -> (Option<UserId>, Option<GroupId>) {
+    match target {
+        Target::User(u) => (Some(u), None),
+        Target::Group(g) => (None, Some(g)),
+    }
 }
 
 /// The standalone router: an in-process send queue drained by one task.
@@ -151,7 +302,30 @@ impl SendSink for Router {
 impl RouterCore {
     /// Routing over these seams.
     pub fn new(store: Arc<dyn MessageStore>, presence: Arc<dyn Presence>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, presence, bus, push: None }
+        let (tap, _) = broadcast::channel(TAP_CAPACITY);
+        Self { store, presence, bus, push: None, tap }
+    }
+
+    /// A subscription to live [`TrafficEvent`]s, from now on. A subscriber more than
+    /// [`TAP_CAPACITY`] events behind gets `RecvError::Lagged(skipped)` and continues with the
+    /// oldest event still held; routing never waits for it. Drop it to unsubscribe.
+    pub fn tap(&self) -> broadcast::Receiver<TrafficEvent> {
+        self.tap.subscribe()
+    }
+
+    /// Live tap subscriptions.
+    pub fn tap_subscribers(&self) -> usize {
+        self.tap.receiver_count()
+    }
+
+    /// Whether anyone listens: events are built only then.
+    fn tapped(&self) -> bool {
+        self.tap.receiver_count() > 0
+    }
+
+    fn emit(&self, event: TrafficEvent) {
+        // Err only when the last subscriber left meanwhile: nobody to tell.
+        let _ = self.tap.send(event);
     }
 
     /// Hands a [`PushNotice`] for every offline recipient of every routed message to `push`.
@@ -166,9 +340,14 @@ impl RouterCore {
     /// The store's refusal (`NotFound`, `Forbidden`) or failure.
     pub async fn receipt(&self, origin: &Origin, message: MessageId, status: ReceiptStatus) -> Result<(), StoreError> {
         let notices = self.store.receipt(origin.user, &origin.device, message, status).await?;
+        let notified: Vec<UserId> = if self.tapped() { notices.iter().map(|(author, _)| *author).collect() } else { Vec::new() };
         for (author, latest) in notices {
             let payload = protocol::receipt_frame(latest, status, origin.user);
             self.to_users(&[author], payload).await;
+        }
+        if self.tapped() {
+            let (node, timestamp) = (origin.node.clone(), now_ms());
+            self.emit(TrafficEvent::Receipt(ReceiptEvent { user_id: origin.user, message_id: message, status, notified, node, timestamp }));
         }
         Ok(())
     }
@@ -189,6 +368,18 @@ impl RouterCore {
             }
         };
         self.to_users(&users, protocol::typing_frame(origin.user, target)).await;
+        if self.tapped() {
+            let (receiver_id, group_id) = split(target);
+            self.emit(TrafficEvent::Typing(TypingEvent {
+                sender_id: origin.user,
+                receiver_id,
+                group_id,
+                recipients: users.len(),
+                node: origin.node.clone(),
+                timestamp: now_ms(),
+                recipient_ids: users.into(),
+            }));
+        }
         Ok(())
     }
 
@@ -256,23 +447,48 @@ impl RouterCore {
         }
         let mut out = Vec::new();
         let mut offline = Vec::new();
+        // Checked once per batch: with no tail listening, no event is built.
+        let mut events = if self.tapped() { Some(Vec::with_capacity(jobs.len())) } else { None };
         for (job, result) in jobs.into_iter().zip(results) {
             match result {
-                Ok(appended) => self.deliveries(&job, appended, &where_is, &mut out, &mut offline),
+                Ok(appended) => {
+                    let event = events.as_ref().map(|_| message_event(&job, &appended));
+                    let (online, offline_n) = self.deliveries(&job, appended, &where_is, &mut out, &mut offline);
+                    if let (Some(events), Some(mut e)) = (events.as_mut(), event) {
+                        (e.online, e.offline) = (online, offline_n);
+                        events.push(TrafficEvent::Message(e));
+                    }
+                }
                 Err(e) => {
                     let cid = job.frame.client_msg_id.as_deref();
                     metrics::counter!(names::GATEWAY_ERRORS, "code" => e.code()).increment(1);
                     let payload = protocol::error_frame(e.code(), &e.to_string(), cid);
                     out.push(reply(&job.origin, payload));
+                    if let Some(events) = events.as_mut() {
+                        let (receiver_id, group_id) = split(job.frame.target);
+                        events.push(TrafficEvent::Refused(RefusedEvent {
+                            code: e.code(),
+                            sender_id: job.origin.user,
+                            receiver_id,
+                            group_id,
+                            client_msg_id: job.frame.client_msg_id,
+                            node: job.origin.node,
+                            timestamp: now_ms(),
+                        }));
+                    }
                 }
             }
         }
         tokio::join!(self.publish_in_order(out), self.notify_offline(offline));
+        for e in events.into_iter().flatten() {
+            self.emit(e);
+        }
         metrics::histogram!(names::ROUTER_DELIVER_DURATION).record(started.elapsed().as_secs_f64());
     }
 
     /// The ack for one committed send, then one delivery per node holding a recipient or
-    /// another device of the sender, and a push notice per offline recipient.
+    /// another device of the sender, and a push notice per offline recipient. Returns the
+    /// recipients (sender excluded) found online and offline.
     fn deliveries(
         &self,
         job: &SendJob,
@@ -280,18 +496,24 @@ impl RouterCore {
         where_is: &HashMap<UserId, Vec<NodeId>>,
         out: &mut Vec<(NodeId, Delivery)>,
         notices: &mut Vec<PushNotice>,
-    ) {
+    ) -> (usize, usize) {
         out.push(reply(&job.origin, protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate)));
         if a.duplicate {
             metrics::counter!(names::ROUTER_DUPLICATES).increment(1);
-            return;
+            return (0, 0);
         }
         metrics::counter!(names::ROUTER_MESSAGES).increment(1);
         let mut by_node: HashMap<&NodeId, Vec<UserId>> = HashMap::new();
         let mut offline = 0u64;
+        let mut online = 0usize;
         for u in a.recipients.iter().chain([&job.origin.user]) {
             match where_is.get(u) {
-                Some(nodes) => nodes.iter().for_each(|n| by_node.entry(n).or_default().push(*u)),
+                Some(nodes) => {
+                    if *u != job.origin.user {
+                        online += 1;
+                    }
+                    nodes.iter().for_each(|n| by_node.entry(n).or_default().push(*u));
+                }
                 None if *u != job.origin.user => {
                     offline += 1;
                     if self.push.is_some() {
@@ -309,6 +531,7 @@ impl RouterCore {
             let d = Delivery { route: Route::Users { users, skip }, payload: payload.clone(), message_id: Some(a.view.message_id) };
             out.push((node.clone(), d));
         }
+        (online, offline as usize)
     }
 
     /// Publishes every delivery: per node in the given (commit) order through
@@ -349,6 +572,30 @@ impl RouterCore {
         }
     }
 
+}
+
+/// The tap's view of a committed send (fan-out counts filled in by the caller).
+fn message_event(job: &SendJob, a: &Appended) -> MessageEvent {
+    let v = &a.view;
+    MessageEvent {
+        message_id: v.message_id,
+        conversation: a.conversation.to_string(),
+        conversation_seq: v.conversation_seq,
+        sender_id: v.sender_id,
+        receiver_id: v.receiver_id,
+        group_id: v.group_id,
+        client_msg_id: job.frame.client_msg_id.clone(),
+        node: job.origin.node.clone(),
+        recipients: a.recipients.len(),
+        online: 0,
+        offline: 0,
+        duplicate: a.duplicate,
+        body_bytes: v.message.len(),
+        media: v.media.is_some(),
+        timestamp: v.timestamp,
+        body: Some(v.message.as_str().into()),
+        recipient_ids: a.recipients.as_slice().into(),
+    }
 }
 
 fn reply(origin: &Origin, payload: Bytes) -> (NodeId, Delivery) {

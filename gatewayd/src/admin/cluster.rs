@@ -77,6 +77,7 @@ pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
                 msgs_out_per_sec: None,
                 last_heartbeat: Some(heartbeat),
                 drain: None,
+                tails: None,
             }
         })
         .collect();

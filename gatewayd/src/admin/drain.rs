@@ -54,6 +54,12 @@ pub struct AdminState {
     /// Cluster mode: the Redis and Kafka clients of the admin API, made on first use.
     #[cfg(feature = "cluster")]
     pub(crate) cluster: tokio::sync::OnceCell<super::cluster::AdminClients>,
+    /// Open `GET /admin/v1/tail` streams.
+    pub(crate) tails: std::sync::atomic::AtomicUsize,
+    /// Cluster mode: the Kafka client whose consumers tail the inbound topic from its end,
+    /// made on first use.
+    #[cfg(feature = "cluster")]
+    pub(crate) tail_log: Mutex<Option<switchboard_core::bus::KafkaLog>>,
 }
 
 struct DrainRun {

@@ -9,8 +9,9 @@
 //!
 //! What it covers: this node and the cluster's nodes ([`nodes`]), draining ([`drain`]),
 //! live connections ([`conns`]), accounts ([`users`]), groups ([`groups`]), a smoke-test send
-//! through the real routing path ([`messages`]) and, in cluster mode, Redis/Kafka health and
-//! where Kafka is, for `chatctl topic lag` ([`cluster`]).
+//! through the real routing path ([`messages`]), a live NDJSON stream of traffic metadata
+//! ([`tail`], `chatctl msg tail`) and, in cluster mode, Redis/Kafka health and where Kafka is,
+//! for `chatctl topic lag` ([`cluster`]).
 //!
 //! Scope in cluster mode: anything stored (users, groups, sends, disabling) and the node list
 //! (Redis) are cluster-wide from any node; connections, kicks and drains act on the node that
@@ -25,6 +26,7 @@ pub mod drain;
 pub mod groups;
 pub mod messages;
 pub mod nodes;
+pub mod tail;
 pub mod users;
 
 use crate::http::error::ApiError;
@@ -80,6 +82,7 @@ pub fn routes(state: Arc<AppState>) -> axum::Router {
         .route("/users/{user}/kick", post(conns::kick_user))
         .route("/groups/{group}", get(groups::show))
         .route("/messages", post(messages::send))
+        .route("/tail", get(tail::tail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));

@@ -52,6 +52,8 @@ pub struct NodeView {
     pub last_heartbeat: Option<i64>,
     /// The running drain, if any (this node only).
     pub drain: Option<DrainView>,
+    /// Open `msg tail` streams (this node only).
+    pub tails: Option<usize>,
 }
 
 /// The answering node's view of itself.
@@ -78,6 +80,7 @@ pub fn local_view(s: &AppState) -> NodeView {
         msgs_out_per_sec: rate_out,
         last_heartbeat: None,
         drain: s.admin.drain_view(s),
+        tails: Some(super::tail::open_tails(s)),
     }
 }
 
