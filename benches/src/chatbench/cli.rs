@@ -1,0 +1,61 @@
+//! Command line: `run`, `compare`, `report`, and the hidden `worker` that `run` spawns.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Load harness for gatewayd: idle, connect storms, direct and group traffic, reconnect storms
+/// and a day-shaped mix, with latency histograms, loss checks and server RSS/CPU.
+#[derive(Parser, Debug)]
+#[command(name = "chatbench", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a scenario file and write `<out>/<scenario>-<timestamp>.json` plus SVG plots.
+    Run(RunArgs),
+    /// Compare two result files: the ratio b/a of every figure, as a Markdown table.
+    Compare {
+        /// Baseline result JSON.
+        a: PathBuf,
+        /// Candidate result JSON.
+        b: PathBuf,
+    },
+    /// Print a result file as Markdown.
+    Report {
+        /// Result JSON.
+        result: PathBuf,
+    },
+    /// Internal: one load-generating process, driven over stdin/stdout JSON lines.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// `chatbench run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario file (benches/scenarios/*.toml).
+    pub scenario: PathBuf,
+    /// Address of a running gateway (repeatable; sessions are spread over them).
+    #[arg(long)]
+    pub target: Vec<SocketAddr>,
+    /// Start this gatewayd binary with benchmark settings (repeatable: one process each).
+    #[arg(long)]
+    pub spawn: Vec<PathBuf>,
+    /// PID of a running gateway to measure (repeatable, with --target).
+    #[arg(long)]
+    pub pid: Vec<u32>,
+    /// The gateways' HS256 secret (tokens are minted with it); random with --spawn.
+    #[arg(long, env = "SWITCHBOARD_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Where results and plots go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Override a scenario field: --set rate=max, --set 'gateway_set=["ws.rate_per_second=1000"]'.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}

@@ -1,0 +1,132 @@
+//! Readings from /proc: a process's resident memory and CPU time, the kernel's TCP socket
+//! memory (`/proc/net/sockstat`) and the socket-related slab caches (`/proc/slabinfo`, root).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// Slab caches reported (both ends of loopback connections live in this kernel).
+const SLABS: &[&str] = &["TCP", "request_sock_TCP", "tw_sock_TCP", "skbuff_head_cache", "sock_inode_cache"];
+
+/// One process at one moment.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Proc {
+    /// VmRSS, KiB.
+    pub rss_kib: u64,
+    /// utime + stime, seconds.
+    pub cpu_s: f64,
+}
+
+/// Reads `/proc/<pid>/status` and `/proc/<pid>/stat`; None if the process is gone.
+pub fn proc(pid: u32) -> Option<Proc> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Proc { rss_kib, cpu_s: ticks as f64 / clk_tck() })
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+pub fn clk_tck() -> f64 {
+    static TCK: OnceLock<f64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Kernel socket figures at one moment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Kernel {
+    /// `/proc/net/sockstat` TCP `inuse`.
+    pub tcp_inuse: u64,
+    /// TCP `tw` (TIME_WAIT).
+    pub tcp_tw: u64,
+    /// TCP `mem`, pages (4 KiB): buffers of every TCP socket.
+    pub tcp_mem_pages: u64,
+    /// Slab caches: name → bytes (active objects × object size); empty if unreadable.
+    pub slab_bytes: BTreeMap<String, u64>,
+    /// `/proc/net/netstat` TcpExt counters (cumulative, whole machine): ListenOverflows,
+    /// ListenDrops, SyncookiesSent, TCPTimeouts.
+    #[serde(default)]
+    pub tcp_ext: BTreeMap<String, u64>,
+}
+
+/// TcpExt counters kept (a full accept queue drops handshakes; clients retry SYN after 1 s).
+const TCP_EXT: &[&str] = &["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPTimeouts"];
+
+/// Reads sockstat and slabinfo.
+pub fn kernel() -> Kernel {
+    let mut k = Kernel::default();
+    if let Ok(s) = std::fs::read_to_string("/proc/net/sockstat") {
+        if let Some(tcp) = s.lines().find(|l| l.starts_with("TCP:")) {
+            let f: Vec<&str> = tcp.split_whitespace().collect();
+            for pair in f[1..].chunks(2) {
+                if let [key, val] = pair {
+                    let v = val.parse().unwrap_or(0);
+                    match *key {
+                        "inuse" => k.tcp_inuse = v,
+                        "tw" => k.tcp_tw = v,
+                        "mem" => k.tcp_mem_pages = v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/net/netstat") {
+        let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+        if let [names, values] = lines[..] {
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+                if TCP_EXT.contains(&n) {
+                    k.tcp_ext.insert(n.to_owned(), v.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/slabinfo") {
+        for line in s.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // name <active_objs> <num_objs> <objsize> ...
+            if f.len() > 3 && SLABS.contains(&f[0]) {
+                let active: u64 = f[1].parse().unwrap_or(0);
+                let size: u64 = f[3].parse().unwrap_or(0);
+                k.slab_bytes.insert(f[0].to_owned(), active * size);
+            }
+        }
+    }
+    k
+}
+
+/// `/proc/loadavg`'s first three fields.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let p = proc(std::process::id()).expect("own /proc entry");
+        assert!(p.rss_kib > 0);
+        assert!(p.cpu_s >= 0.0);
+        let k = kernel();
+        assert!(k.tcp_inuse < 10_000_000);
+    }
+}
