@@ -109,8 +109,17 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     Ok(Gateway { http_addr, admin_addr, shutdown, tracker, grace, state, delivery, delivery_stop })
 }
 
+/// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`):
+/// tokio's default of 1024 was seen as 128 here, and a connect storm then loses handshakes to a
+/// full queue, each retried by the client's TCP a second later (chatbench, benches/RESULTS.md).
+const LISTEN_BACKLOG: u32 = 65_535;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
-    TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })
+    let err = |source| GatewayError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 
 impl Gateway {
