@@ -22,6 +22,10 @@
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod tap;
+
+pub use tap::{MessageEvent, ReceiptEvent, RefusedEvent, TrafficEvent, TypingEvent, TAP_CAPACITY};
+use tap::{message_event, split};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -30,7 +34,7 @@ use std::time::Instant;
 use std::collections::HashMap;
 use switchboard_core::bus::{Bus, BusError, Delivery, Route};
 use switchboard_core::error::ErrorCode;
-use switchboard_core::ids::{ConnId, DeviceId, GroupId, MessageId, NodeId, UserId};
+use switchboard_core::ids::{ConnId, DeviceId, MessageId, NodeId, UserId};
 use switchboard_core::metrics::names;
 use switchboard_core::policy;
 use switchboard_core::presence::Presence;
@@ -131,148 +135,6 @@ pub struct RouterCore {
     push: Option<Arc<dyn PushSink>>,
     /// Traffic events for live tails; see [`RouterCore::tap`].
     tap: broadcast::Sender<TrafficEvent>,
-}
-
-/// Traffic events a tap subscriber may fall behind by before it loses the oldest ones.
-pub const TAP_CAPACITY: usize = 1024;
-
-/// What the router did, for live tails (`GET /admin/v1/tail`, `chatctl msg tail`). Serialized
-/// with a `type` tag: `message`, `refused`, `receipt`, `typing`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum TrafficEvent {
-    /// A committed send, after its ack and deliveries were published.
-    Message(MessageEvent),
-    /// A send the store refused (its sender got an error frame).
-    Refused(RefusedEvent),
-    /// A receipt applied to the store.
-    Receipt(ReceiptEvent),
-    /// A typing indicator relayed.
-    Typing(TypingEvent),
-}
-
-/// A committed message: metadata, and the body only in-process (a tail strips it unless asked).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageEvent {
-    /// Its id.
-    pub message_id: MessageId,
-    /// Its conversation, `d:<a>:<b>` or `g:<group>`.
-    pub conversation: String,
-    /// Position in the conversation.
-    pub conversation_seq: i64,
-    /// Author.
-    pub sender_id: UserId,
-    /// For 1:1 messages, the recipient.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiver_id: Option<UserId>,
-    /// For group messages, the group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<GroupId>,
-    /// The sender's resend key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_msg_id: Option<String>,
-    /// Node of the sending connection.
-    pub node: NodeId,
-    /// Recipients, the sender excluded.
-    pub recipients: usize,
-    /// Recipients connected somewhere when it was routed (0 for a duplicate: nothing is sent).
-    pub online: usize,
-    /// Recipients not connected (push notices).
-    pub offline: usize,
-    /// A resend of an already stored `clientMsgId`: acked again, not delivered again.
-    pub duplicate: bool,
-    /// Body length in bytes (UTF-8).
-    pub body_bytes: usize,
-    /// Whether media is attached.
-    pub media: bool,
-    /// Commit time, Unix ms.
-    pub timestamp: i64,
-    /// The body. Always set in-process; serialized only when present, so a tail that must not
-    /// show bodies sets it to `None`.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "some_str")]
-    pub body: Option<Arc<str>>,
-    /// Every recipient (for filtering by user; not serialized).
-    #[serde(skip)]
-    pub recipient_ids: Arc<[UserId]>,
-}
-
-/// A refused send.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefusedEvent {
-    /// The error code the sender got (`forbidden`, `not_found`, ...).
-    pub code: &'static str,
-    /// Who sent it.
-    pub sender_id: UserId,
-    /// Addressed user.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiver_id: Option<UserId>,
-    /// Addressed group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<GroupId>,
-    /// The sender's resend key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_msg_id: Option<String>,
-    /// Node of the sending connection.
-    pub node: NodeId,
-    /// Unix ms.
-    pub timestamp: i64,
-}
-
-/// An applied receipt.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReceiptEvent {
-    /// The reader.
-    pub user_id: UserId,
-    /// The message the receipt named.
-    pub message_id: MessageId,
-    /// `delivered` or `read`.
-    pub status: ReceiptStatus,
-    /// Authors told about it.
-    pub notified: Vec<UserId>,
-    /// Node of the reader's connection.
-    pub node: NodeId,
-    /// Unix ms.
-    pub timestamp: i64,
-}
-
-/// A relayed typing indicator.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TypingEvent {
-    /// Who types.
-    pub sender_id: UserId,
-    /// To this user.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiver_id: Option<UserId>,
-    /// In this group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<GroupId>,
-    /// Users it was relayed to.
-    pub recipients: usize,
-    /// Node of the typing connection.
-    pub node: NodeId,
-    /// Unix ms.
-    pub timestamp: i64,
-    /// Who it was relayed to (for filtering by user; not serialized).
-    #[serde(skip)]
-    pub recipient_ids: Arc<[UserId]>,
-}
-
-fn some_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(b) => s.serialize_some(&**b),
-        None => s.serialize_none(),
-    }
-}
-
-fn split(target: Target) -> (Option<UserId>, Option<GroupId>) {
-    match target {
-        Target::User(u) => (Some(u), None),
-        Target::Group(g) => (None, Some(g)),
-    }
 }
 
 /// The standalone router: an in-process send queue drained by one task.
@@ -572,30 +434,6 @@ impl RouterCore {
         }
     }
 
-}
-
-/// The tap's view of a committed send (fan-out counts filled in by the caller).
-fn message_event(job: &SendJob, a: &Appended) -> MessageEvent {
-    let v = &a.view;
-    MessageEvent {
-        message_id: v.message_id,
-        conversation: a.conversation.to_string(),
-        conversation_seq: v.conversation_seq,
-        sender_id: v.sender_id,
-        receiver_id: v.receiver_id,
-        group_id: v.group_id,
-        client_msg_id: job.frame.client_msg_id.clone(),
-        node: job.origin.node.clone(),
-        recipients: a.recipients.len(),
-        online: 0,
-        offline: 0,
-        duplicate: a.duplicate,
-        body_bytes: v.message.len(),
-        media: v.media.is_some(),
-        timestamp: v.timestamp,
-        body: Some(v.message.as_str().into()),
-        recipient_ids: a.recipients.as_slice().into(),
-    }
 }
 
 fn reply(origin: &Origin, payload: Bytes) -> (NodeId, Delivery) {
