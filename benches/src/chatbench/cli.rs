@@ -25,6 +25,9 @@ pub enum Command {
         /// Candidate result JSON.
         b: PathBuf,
     },
+    /// Write a capacity model (Markdown) computed from result files: idle, direct with
+    /// rate = max, group, and optionally reconnect-storm and mixed (the first of each kind is used).
+    Capacity(CapacityArgs),
     /// Print a result file as Markdown.
     Report {
         /// Result JSON.
@@ -58,4 +61,24 @@ pub struct RunArgs {
     /// Override a scenario field: --set rate=max, --set 'gateway_set=["ws.rate_per_second=1000"]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// `chatbench capacity`.
+#[derive(Args, Debug)]
+pub struct CapacityArgs {
+    /// Result JSON files (idle, direct with rate = max, group; reconnect-storm and mixed optional).
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// Write the Markdown here instead of stdout (e.g. benches/CAPACITY.md).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Change an assumption: --assume online_share=0.2 (the document lists every key).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub assume: Vec<String>,
+    /// Sysctl file to compare the needed kernel settings with.
+    #[arg(long, default_value = "systemd/99-switchboard-c10m.conf")]
+    pub sysctl: PathBuf,
+    /// The gateway's systemd unit (its LimitNOFILE).
+    #[arg(long, default_value = "systemd/gatewayd@.service")]
+    pub unit: PathBuf,
 }

@@ -6,6 +6,7 @@
 //! addresses), runs the load, and writes `<out>/<scenario>-<timestamp>.json`, SVG plots and a
 //! Markdown table. See benches/README.md.
 
+mod capacity;
 mod cli;
 mod client;
 mod gateway;
@@ -30,6 +31,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Command::Run(a) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run::run(a)),
         Command::Compare { a, b } => report::compare(&a, &b),
+        Command::Capacity(c) => capacity::capacity(&c.results, c.out.as_deref(), &c.assume, &c.sysctl, &c.unit),
         Command::Report { result } => report::report(&result),
         Command::Worker => worker::main(),
     }

@@ -8,6 +8,11 @@ use std::sync::OnceLock;
 /// Slab caches reported (both ends of loopback connections live in this kernel).
 const SLABS: &[&str] = &["TCP", "request_sock_TCP", "tw_sock_TCP", "skbuff_head_cache", "sock_inode_cache"];
 
+/// Slab caches of what an open socket holds besides the socket: its `struct file`, its pseudo
+/// dentry, and its epoll registration. Kept apart from [`SLABS`]: `filp` and `dentry` also move
+/// with any other file activity on the machine, so this figure is noisier.
+const FD_SLABS: &[&str] = &["filp", "dentry", "eventpoll_epi"];
+
 /// One process at one moment.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Proc {
@@ -58,6 +63,9 @@ pub struct Kernel {
     pub tcp_mem_pages: u64,
     /// Slab caches: name → bytes (active objects × object size); empty if unreadable.
     pub slab_bytes: BTreeMap<String, u64>,
+    /// The file/epoll slab caches ([`FD_SLABS`]), the same way; absent in older result files.
+    #[serde(default)]
+    pub fd_slab_bytes: BTreeMap<String, u64>,
     /// `/proc/net/netstat` TcpExt counters (cumulative, whole machine): ListenOverflows,
     /// ListenDrops, SyncookiesSent, TCPTimeouts.
     #[serde(default)]
@@ -100,10 +108,11 @@ pub fn kernel() -> Kernel {
         for line in s.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             // name <active_objs> <num_objs> <objsize> ...
-            if f.len() > 3 && SLABS.contains(&f[0]) {
+            if f.len() > 3 && (SLABS.contains(&f[0]) || FD_SLABS.contains(&f[0])) {
                 let active: u64 = f[1].parse().unwrap_or(0);
                 let size: u64 = f[3].parse().unwrap_or(0);
-                k.slab_bytes.insert(f[0].to_owned(), active * size);
+                let into = if SLABS.contains(&f[0]) { &mut k.slab_bytes } else { &mut k.fd_slab_bytes };
+                into.insert(f[0].to_owned(), active * size);
             }
         }
     }

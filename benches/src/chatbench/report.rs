@@ -59,8 +59,9 @@ pub struct ServerReadings {
     pub at: BTreeMap<String, Proc>,
 }
 
-/// Everything about one run.
+/// Everything about one run. Missing fields read as empty (small hand-written fixtures).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunResult {
     /// Scenario name.
     pub scenario: String,

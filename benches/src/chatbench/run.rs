@@ -311,6 +311,16 @@ impl Marks {
         Some(sum(kb) - sum(ka))
     }
 
+    /// Growth of the file/epoll slabs (`filp`, `dentry`, `eventpoll_epi`) between two marks.
+    fn fd_slab_delta_bytes(&self, a: &str, b: &str) -> Option<f64> {
+        let (ka, kb) = (&self.kernel[self.idx(a)?], &self.kernel[self.idx(b)?]);
+        if ka.fd_slab_bytes.is_empty() {
+            return None;
+        }
+        let sum = |k: &measure::Kernel| k.fd_slab_bytes.values().sum::<u64>() as f64;
+        Some(sum(kb) - sum(ka))
+    }
+
     /// Growth of a TcpExt counter between two marks.
     fn tcp_ext_delta(&self, a: &str, b: &str, key: &str) -> Option<f64> {
         let (ka, kb) = (&self.kernel[self.idx(a)?], &self.kernel[self.idx(b)?]);
@@ -497,6 +507,14 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     }
     if let Some(b) = m.slab_delta_bytes("start", "settled") {
         res.fig("kernel_slab_per_session_b", "kernel socket slabs per session (both ends)", b / (o.ok.max(1)) as f64, "B");
+    }
+    if let Some(b) = m.fd_slab_delta_bytes("start", "settled") {
+        res.fig(
+            "kernel_fd_slab_per_session_b",
+            "kernel file + epoll slabs per session (both ends; filp, dentry, eventpoll_epi)",
+            b / (o.ok.max(1)) as f64,
+            "B",
+        );
     }
 
     match sc.kind {
