@@ -28,6 +28,8 @@ use tracing::Instrument;
 const SCRATCH_BYTES: usize = 16 * 1024;
 /// Messages per backlog page on connect.
 const BACKLOG_PAGE: usize = 500;
+/// Longest wait for the client's side of the close after ours (see `flush`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Messages per page of an explicit `sync`.
 const RESYNC_PAGE: usize = 100;
 
@@ -463,6 +465,15 @@ impl<IO: Socket> Conn<IO> {
         }
         if close.is_some() {
             let _ = tokio::time::timeout(self.s.cfg.ws.write_timeout, self.io.shutdown()).await;
+            // Lingering close: read (and drop) what the client still sends until it closes
+            // too, for at most `LINGER`. Closing a socket with unread bytes in it (a pong, the
+            // client's close reply) makes the kernel send a reset, and a client that has not
+            // read our close frame yet loses it.
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(tokio::io::AsyncReadExt::read(&mut self.io, &mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
             return false;
         }
         true
