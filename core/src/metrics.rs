@@ -39,6 +39,8 @@ pub mod names {
     pub const ROUTER_PUSH_NOTICES: &str = "switchboard_router_push_notices_total";
     /// Histogram: store transaction duration.
     pub const STORE_COMMIT_DURATION: &str = "switchboard_store_commit_duration_seconds";
+    /// Histogram, seconds: one background WAL checkpoint (standalone store).
+    pub const STORE_CHECKPOINT_DURATION: &str = "switchboard_store_checkpoint_duration_seconds";
     /// Histogram: write jobs per store transaction.
     pub const STORE_COMMIT_BATCH: &str = "switchboard_store_commit_batch_size";
 }
@@ -64,5 +66,6 @@ pub fn describe() {
     describe_counter!(ROUTER_OFFLINE_RECIPIENTS, "Recipients offline when a message was routed");
     describe_counter!(ROUTER_PUSH_NOTICES, "Push notices for offline recipients, by outcome");
     describe_histogram!(STORE_COMMIT_DURATION, Unit::Seconds, "Store transaction duration");
+    describe_histogram!(STORE_CHECKPOINT_DURATION, Unit::Seconds, "One background WAL checkpoint");
     describe_histogram!(STORE_COMMIT_BATCH, "Write jobs per store transaction");
 }

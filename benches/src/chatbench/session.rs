@@ -130,6 +130,9 @@ struct Sender {
     inflight: HashMap<u64, (Instant, StreamKey)>,
     /// Steady: sends scheduled so far this run.
     steady_i: u64,
+    /// Steady: this sender's offset within one period, in periods (uniform in [0, 1)): without
+    /// it every sender fires at the same instants and "2,000 msg/s" arrives as bursts.
+    phase: f64,
     /// Mixed: when the next typing frame or message is due.
     next_at: Option<Instant>,
     /// Mixed: a typing frame went out for this stream; the message follows at `next_at`.
@@ -183,6 +186,7 @@ pub async fn session(sh: Rc<Shared>, idx: usize, permit: OwnedSemaphorePermit) {
         seq: HashMap::new(),
         inflight: HashMap::new(),
         steady_i: 0,
+        phase: Rng::new(u64::from(spec_seed(idx, &sh)) ^ 0x5EED).f64(),
         next_at: None,
         pending: None,
         blocked: false,
@@ -444,7 +448,7 @@ impl Sender {
     fn next_intended(&mut self, sh: &Shared, start: Instant) -> Option<Instant> {
         match &self.spec {
             SendSpec::Steady { rate, .. } if *rate <= 0.0 => None,
-            SendSpec::Steady { rate, .. } => Some(start + Duration::from_secs_f64(self.steady_i as f64 / rate)),
+            SendSpec::Steady { rate, .. } => Some(start + Duration::from_secs_f64((self.steady_i as f64 + self.phase) / rate)),
             SendSpec::Mixed { .. } => Some(*self.next_at.get_or_insert_with(|| {
                 let mean = 1.0 / sh.traffic.mixed_rate.max(1e-9);
                 start + Duration::from_secs_f64(self.rng.exp(mean))
@@ -490,7 +494,7 @@ impl Sender {
                         }
                         None
                     } else {
-                        let at = start + Duration::from_secs_f64(self.steady_i as f64 / rate);
+                        let at = start + Duration::from_secs_f64((self.steady_i as f64 + self.phase) / rate);
                         if at > now || at >= end {
                             break;
                         }

@@ -31,6 +31,7 @@ use switchboard_core::store::{
 pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
+    _checkpointer: pool::Checkpointer,
 }
 
 impl SqliteStore {
@@ -43,7 +44,8 @@ impl SqliteStore {
         let path = data_dir.join("switchboard.db");
         let mut conn = pool::open_writer(&path, cfg.durability).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
-        Ok(Self { writer: Writer::spawn(conn, cfg.batch_max), readers: Readers::new(&path, cfg.readers) })
+        let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability).map_err(backend)?;
+        Ok(Self { writer: Writer::spawn(conn, cfg.batch_max), readers: Readers::new(&path, cfg.readers), _checkpointer: checkpointer })
     }
 }
 

@@ -178,6 +178,50 @@ fn reader_loop(path: &Path, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
     }
 }
 
+/// Copies the WAL back into the database off the writer's path: a `PASSIVE` checkpoint every
+/// `CHECKPOINT_EVERY` from its own connection and thread, which never blocks the writer or the
+/// readers (pages still being read are left for the next round). Stops when dropped.
+pub struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often the checkpointer runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Checkpointer {
+    /// Starts checkpointing `path`.
+    ///
+    /// # Errors
+    /// When its connection cannot be opened.
+    pub fn spawn(path: &Path, durability: Durability) -> rusqlite::Result<Self> {
+        let conn = open_writer(path, durability)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let started = Instant::now();
+                        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                            tracing::warn!(%error, "WAL checkpoint failed");
+                        }
+                        metrics::histogram!(names::STORE_CHECKPOINT_DURATION).record(started.elapsed().as_secs_f64());
+                    }
+                    // Stopped, or the store is gone.
+                    _ => break,
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
 /// Opens the writer connection with WAL and the chosen durability.
 ///
 /// # Errors
@@ -195,6 +239,9 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // The writer touches the hot ends of every index; 32 MiB of page cache keeps them.
     conn.pragma_update(None, "cache_size", -32_768)?;
+    // Checkpoints run on their own thread (`Checkpointer`), not inside a commit: an automatic
+    // one stalled the writer for milliseconds (p99 of a commit ~5.5 ms at 2,000 msg/s).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
