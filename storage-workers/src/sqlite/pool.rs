@@ -198,17 +198,14 @@ impl Checkpointer {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        let started = Instant::now();
-                        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                            tracing::warn!(%error, "WAL checkpoint failed");
-                        }
-                        metrics::histogram!(names::STORE_CHECKPOINT_DURATION).record(started.elapsed().as_secs_f64());
+            .spawn(move || {
+                // Until stopped, or the store is gone.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    let started = Instant::now();
+                    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(%error, "WAL checkpoint failed");
                     }
-                    // Stopped, or the store is gone.
-                    _ => break,
+                    metrics::histogram!(names::STORE_CHECKPOINT_DURATION).record(started.elapsed().as_secs_f64());
                 }
             })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
