@@ -196,3 +196,23 @@ async fn a_connection_that_never_sends_a_request_is_closed() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(DEADLINE, kept.read_to_end(&mut rest)).await.expect("closed before the deadline");
 }
+
+#[tokio::test]
+async fn a_browser_style_bearer_subprotocol_is_upgraded_on_the_fast_path_and_echoed() {
+    let s = TestServer::start().await;
+    let a = s.user("ann").await;
+    let before = fast_upgrades(&s).await;
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: bearer.{}\r\n\r\n",
+        a.token
+    );
+    let mut stream = TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (resp, mut rest) = response_head(&mut stream).await;
+    assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+    assert!(resp.contains(&format!("sec-websocket-protocol: bearer.{}\r\n", a.token)), "{resp}");
+    assert_eq!(next_json(&mut stream, &mut rest).await["type"], "synced");
+    assert!(fast_upgrades(&s).await > before, "the upgrade did not take the fast path");
+}

@@ -36,6 +36,11 @@ use tokio_util::sync::CancellationToken;
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed on the fast path; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
+/// The 101 response is written from a stack buffer of this size.
+const RESPONSE_BYTES: usize = 1024;
+/// Longest `bearer.<token>` subprotocol token echoed from that buffer (the fixed part of the
+/// response takes under 200 bytes).
+const MAX_ECHOED_TOKEN: usize = 768;
 
 
 type HttpService = TowerToHyperService<axum::Router>;
@@ -123,7 +128,7 @@ async fn open(stream: &mut TcpStream, s: &Arc<AppState>) -> Opening {
     if admitted.recheck.is_some() && s.revoked.is_revoked(admitted.user).await {
         return Opening::Http(admitted.recheck.unwrap_or_default());
     }
-    let mut out = [0u8; 512];
+    let mut out = [0u8; RESPONSE_BYTES];
     let len = {
         let mut w = &mut out[..];
         let _ = write!(
@@ -135,7 +140,7 @@ async fn open(stream: &mut TcpStream, s: &Arc<AppState>) -> Opening {
             let _ = write!(w, "sec-websocket-protocol: {p}\r\n");
         }
         let _ = w.write_all(b"\r\n");
-        512 - w.len()
+        RESPONSE_BYTES - w.len()
     };
     if stream.write_all(&out[..len]).await.is_err() {
         return Opening::Closed;
@@ -157,7 +162,7 @@ struct Admitted {
     device: DeviceId,
     key: [u8; 24],
     /// The subprotocol to echo.
-    protocol: Option<&'static str>,
+    protocol: Option<String>,
     /// Cluster mode: the head, kept for hyper in case the shared revocation check refuses.
     recheck: Option<Vec<u8>>,
 }
@@ -263,9 +268,11 @@ fn fast_upgrade(s: &AppState, buf: &[u8]) -> Fast {
         None => claims.device(),
     };
     // Prefer our named subprotocol; else echo the bearer value (browsers fail the handshake
-    // when they offered protocols and none is selected), which is then not static: hyper's.
+    // when they offered protocols and none is selected; browsers can only authenticate a
+    // WebSocket this way or with `?token=`). One too long for the response buffer goes to hyper.
     let protocol = match (offered_ours, offered_bearer) {
-        (true, _) => Some(SUBPROTOCOL),
+        (true, _) => Some(SUBPROTOCOL.to_owned()),
+        (false, Some(t)) if t.len() <= MAX_ECHOED_TOKEN => Some(format!("{BEARER_PREFIX}{t}")),
         (false, Some(_)) => return Fast::No,
         (false, None) => None,
     };
