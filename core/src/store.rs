@@ -269,6 +269,22 @@ pub struct Backlog {
     pub next: Option<SyncFrom>,
 }
 
+impl Backlog {
+    /// A page read from `from` with at most `limit` messages: a full page continues after its
+    /// last message, in the same kind of sync (an explicit one stays explicit, a device's goes
+    /// on with what no device has had).
+    pub fn page(messages: Vec<MessageView>, from: SyncFrom, limit: usize) -> Self {
+        let next = match (messages.len() == limit, messages.last()) {
+            (true, Some(last)) => Some(match from {
+                SyncFrom::After(_) => SyncFrom::After(last.message_id),
+                _ => SyncFrom::Undelivered(last.message_id),
+            }),
+            _ => None,
+        };
+        Self { messages, next }
+    }
+}
+
 /// Who must hear about a receipt: each author whose messages it newly covered, with the newest
 /// such message.
 pub type ReceiptNotices = Vec<(UserId, MessageId)>;

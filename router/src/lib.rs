@@ -175,11 +175,6 @@ impl RouterCore {
         self.tap.subscribe()
     }
 
-    /// Live tap subscriptions.
-    pub fn tap_subscribers(&self) -> usize {
-        self.tap.receiver_count()
-    }
-
     /// Whether anyone listens: events are built only then.
     fn tapped(&self) -> bool {
         self.tap.receiver_count() > 0

@@ -202,11 +202,6 @@ impl ConnShared {
         self.state.lock().parked = false;
     }
 
-    /// Whether the session is parked.
-    pub fn is_parked(&self) -> bool {
-        self.state.lock().parked
-    }
-
     /// Parks with `park` when nothing is queued, atomically with respect to [`Self::push`]
     /// and [`Self::close`]: they see the session parked and resume it. Gives `socket` back
     /// when something is queued or `park` fails.

@@ -382,14 +382,7 @@ pub async fn backlog(c: &impl GenericClient, user: UserId, device: &DeviceId, fr
         }
         SyncFrom::Device => unreachable!("resolved above"),
     };
-    let next = match (messages.len() == limit, messages.last()) {
-        (true, Some(last)) => Some(match from {
-            SyncFrom::After(_) => SyncFrom::After(last.message_id),
-            _ => SyncFrom::Undelivered(last.message_id),
-        }),
-        _ => None,
-    };
-    Ok(Backlog { messages, next })
+    Ok(Backlog::page(messages, from, limit))
 }
 
 #[cfg(test)]

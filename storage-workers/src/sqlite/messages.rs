@@ -408,14 +408,7 @@ pub fn backlog(c: &Connection, user: UserId, device: &DeviceId, from: SyncFrom, 
         )?,
         SyncFrom::Device => unreachable!("resolved above"),
     };
-    let next = match (messages.len() == limit, messages.last()) {
-        (true, Some(last)) => Some(match from {
-            SyncFrom::After(_) => SyncFrom::After(last.message_id),
-            _ => SyncFrom::Undelivered(last.message_id),
-        }),
-        _ => None,
-    };
-    Ok(Backlog { messages, next })
+    Ok(Backlog::page(messages, from, limit))
 }
 
 #[cfg(test)]
