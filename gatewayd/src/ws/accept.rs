@@ -14,7 +14,7 @@
 //! than a successful upgrade is exactly the REST API's (`handshake::upgrade` upgrades there too).
 
 use super::conn::{self, SCRATCH};
-use super::handshake::{valid_device, BEARER_PREFIX, SUBPROTOCOL};
+use super::handshake::{choose_protocol, valid_device, BEARER_PREFIX, SUBPROTOCOL};
 use super::outbox::ConnShared;
 use crate::state::AppState;
 use hyper_util::rt::TokioIo;
@@ -267,15 +267,11 @@ fn fast_upgrade(s: &AppState, buf: &[u8]) -> Fast {
         Some(_) => return Fast::No,
         None => claims.device(),
     };
-    // Prefer our named subprotocol; else echo the bearer value (browsers fail the handshake
-    // when they offered protocols and none is selected; browsers can only authenticate a
-    // WebSocket this way or with `?token=`). One too long for the response buffer goes to hyper.
-    let protocol = match (offered_ours, offered_bearer) {
-        (true, _) => Some(SUBPROTOCOL.to_owned()),
-        (false, Some(t)) if t.len() <= MAX_ECHOED_TOKEN => Some(format!("{BEARER_PREFIX}{t}")),
-        (false, Some(_)) => return Fast::No,
-        (false, None) => None,
-    };
+    // A bearer value too long to echo from the response buffer goes to hyper.
+    if !offered_ours && offered_bearer.is_some_and(|t| t.len() > MAX_ECHOED_TOKEN) {
+        return Fast::No;
+    }
+    let protocol = choose_protocol(offered_ours, offered_bearer);
     Fast::Yes(Admitted { user: claims.user(), device, key, protocol, recheck: None })
 }
 

@@ -67,7 +67,8 @@ pub async fn upgrade(State(s): State<Arc<AppState>>, ApiQuery(q): ApiQuery<WsQue
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
         .ok_or_else(|| ApiError::invalid("connection cannot be upgraded"))?;
-    let chosen = choose_protocol(&offered);
+    let bearer_offered = offered.iter().find_map(|p| p.strip_prefix(BEARER_PREFIX));
+    let chosen = choose_protocol(offered.iter().any(|p| p == SUBPROTOCOL), bearer_offered);
     let id = ConnId(s.next_conn.fetch_add(1, Ordering::Relaxed));
     let shared = Arc::new(ConnShared::new(id, auth.user, device, s.cfg.ws.outbound_queue_bytes));
     let state = s.clone();
@@ -99,14 +100,14 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Prefer our named subprotocol; else echo the bearer value (browsers fail the handshake
-/// when they offered protocols and none is selected).
-fn choose_protocol(offered: &[String]) -> Option<String> {
-    offered
-        .iter()
-        .find(|p| *p == SUBPROTOCOL)
-        .or_else(|| offered.iter().find(|p| p.starts_with(BEARER_PREFIX)))
-        .cloned()
+/// The subprotocol to answer with: ours when offered, else the bearer value (browsers fail the
+/// handshake when they offered protocols and none is selected). Shared with `accept`'s fast path.
+pub(crate) fn choose_protocol(offered_ours: bool, bearer_token: Option<&str>) -> Option<String> {
+    match (offered_ours, bearer_token) {
+        (true, _) => Some(SUBPROTOCOL.to_owned()),
+        (false, Some(t)) => Some(format!("{BEARER_PREFIX}{t}")),
+        (false, None) => None,
+    }
 }
 
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
