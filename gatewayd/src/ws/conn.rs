@@ -5,7 +5,7 @@
 //! `partial` buffer, which is freed as soon as the frame completes. Outbound frames wait in
 //! the [`ConnShared`] queue, which is empty (unallocated) while idle.
 
-use super::outbox::{ConnShared, Drained, OutFrame};
+use super::outbox::{ConnShared, Drained, OutFrame, Work};
 use super::ratelimit::TokenBucket;
 use crate::state::AppState;
 use router::{Origin, SendJob};
@@ -267,11 +267,10 @@ impl<IO: Socket> Conn<IO> {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.shared.poll_pending(cx).is_ready() {
-            return Poll::Ready(Event::Outbound);
-        }
-        if self.shared.take_park_request() {
-            return Poll::Ready(Event::Park);
+        match self.shared.poll_work(cx) {
+            Poll::Ready(Work::Outbound) => return Poll::Ready(Event::Outbound),
+            Poll::Ready(Work::Park) => return Poll::Ready(Event::Park),
+            Poll::Pending => {}
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();

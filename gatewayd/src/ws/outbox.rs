@@ -37,6 +37,14 @@ impl OutFrame {
     }
 }
 
+/// Work for a session's task besides reading (see [`ConnShared::poll_work`]).
+pub enum Work {
+    /// Frames or a close are queued.
+    Outbound,
+    /// The keepalive sweep asked the idle session to park.
+    Park,
+}
+
 /// What the connection task takes on each flush.
 pub struct Drained {
     /// Frames in order.
@@ -171,12 +179,23 @@ impl ConnShared {
 
     /// Ready when frames are queued or a close was asked for; registers the task's waker.
     pub fn poll_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_work(cx) {
+            Poll::Ready(Work::Outbound) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// What the session's task has to do, under one lock: write (frames or a close are
+    /// queued), or park (asked to, and taking the request); registers the task's waker.
+    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Work> {
         self.waker.register(cx.waker());
-        let st = self.state.lock();
-        if st.queue.is_empty() && st.close.is_none() {
-            Poll::Pending
+        let mut st = self.state.lock();
+        if !st.queue.is_empty() || st.close.is_some() {
+            Poll::Ready(Work::Outbound)
+        } else if std::mem::take(&mut st.park_requested) {
+            Poll::Ready(Work::Park)
         } else {
-            Poll::Ready(())
+            Poll::Pending
         }
     }
 
@@ -189,11 +208,6 @@ impl ConnShared {
         st.park_requested = true;
         drop(st);
         self.waker.wake();
-    }
-
-    /// Whether parking was asked for (and clears the request).
-    pub fn take_park_request(&self) -> bool {
-        std::mem::take(&mut self.state.lock().park_requested)
     }
 
     /// Marks a parked session resumed (by its socket turning readable), so that the next
