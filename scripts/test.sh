@@ -49,4 +49,4 @@ export NGINX_BIN
 SWITCHBOARD_TEST_MODE=cluster cargo test -p gatewayd --features cluster \
   --test messaging --test rest --test cluster --test nginx --test cluster_script "${locked[@]}"
 # chatctl against a live two-node cluster (its standalone tests ran with the workspace above).
-SWITCHBOARD_TEST_MODE=cluster cargo test -p chatctl -p gatewayd --features chatctl/kafka,gatewayd/cluster --test cli "${locked[@]}"
+SWITCHBOARD_TEST_MODE=cluster cargo test -p chatctl -p gatewayd --features gatewayd/cluster --test cli "${locked[@]}"

@@ -19,7 +19,8 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// gatewayd admin listener(s), comma-separated; listings merge every endpoint's answer.
+    /// gatewayd admin listener(s), comma-separated: the first that answers is asked (in
+    /// cluster mode any node answers for the whole cluster).
     #[arg(long, global = true, env = "CHATCTL_ENDPOINT", default_value = "http://127.0.0.1:9090", value_delimiter = ',')]
     pub endpoint: Vec<String>,
     /// Admin token (gatewayd's server.admin_token); prefer the env var.
@@ -131,7 +132,7 @@ pub enum NodeVerb {
     List,
     /// Stop accepting connections and close the open ones with 1012 at a bounded rate.
     Drain {
-        /// Node id (as in `node list`); the endpoint must be that node's admin listener.
+        /// Node id (as in `node list`); in cluster mode any node's admin listener forwards it.
         id: String,
         /// Connections closed per second.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -158,7 +159,7 @@ pub enum NodeVerb {
 /// `conn` verbs.
 #[derive(Debug, Subcommand)]
 pub enum ConnVerb {
-    /// Live connections of the endpoint node(s).
+    /// Live connections (cluster mode: every node's, merged by the node asked).
     List {
         /// Only this node's.
         #[arg(long)]
@@ -166,7 +167,7 @@ pub enum ConnVerb {
         /// Only this user's (id).
         #[arg(long)]
         user: Option<i64>,
-        /// At most this many per node.
+        /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
@@ -175,7 +176,11 @@ pub enum ConnVerb {
         /// Connection id (as in `conn list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]
         conn: Option<u64>,
-        /// Every connection of this user (id or email) instead.
+        /// The node holding it (cluster mode; needed only when the id is open on several
+        /// nodes: ids are per node).
+        #[arg(long, conflicts_with = "user")]
+        node: Option<String>,
+        /// Every connection of this user (id or email), on every node, instead.
         #[arg(long)]
         user: Option<String>,
         #[command(flatten)]
@@ -319,16 +324,9 @@ impl EventKind {
 pub enum TopicVerb {
     /// Consumer lag of the router and storage groups, per partition.
     ///
-    /// Offsets are read from Kafka by chatctl itself (built with `--features kafka`), at the
-    /// brokers and groups the admin API names, or at --brokers without asking it.
-    Lag {
-        /// Kafka bootstrap servers (default: as the admin API's node is configured).
-        #[arg(long, env = "CHATCTL_KAFKA_BROKERS")]
-        brokers: Option<String>,
-        /// Topic and group prefix with --brokers (cluster.topic_prefix).
-        #[arg(long, default_value = "sb.")]
-        topic_prefix: String,
-    },
+    /// The node asked reads each group's committed offsets and the high watermarks from
+    /// Kafka (without joining the groups).
+    Lag,
 }
 
 /// `config` verbs.

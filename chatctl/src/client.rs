@@ -70,29 +70,6 @@ impl Api {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    /// GET from every endpoint; unreachable ones are warned about on stderr and skipped.
-    ///
-    /// # Errors
-    /// The first non-connection error, or exit 69 when no endpoint answers.
-    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, Failure> {
-        let mut out = Vec::new();
-        let mut last = None;
-        for e in &self.endpoints {
-            match self.call_at(e, Method::GET, path, None).await {
-                Ok(v) => out.push(v),
-                Err(f) if f.exit == Exit::Unavailable && self.endpoints.len() > 1 => {
-                    eprintln!("chatctl: warning: {}", f.message);
-                    last = Some(f);
-                }
-                Err(f) => return Err(f),
-            }
-        }
-        match (out.is_empty(), last) {
-            (true, Some(f)) => Err(f),
-            _ => Ok(out),
-        }
-    }
-
     /// One request to one endpoint.
     ///
     /// # Errors

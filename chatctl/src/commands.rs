@@ -21,7 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let out = g.output;
     let api = || Api::new(&g.endpoint, g.token.clone(), g.timeout);
     match cli.command {
-        Command::Cluster { verb: ClusterVerb::Status } => cluster_status(&api()?, out, g.timeout).await,
+        Command::Cluster { verb: ClusterVerb::Status } => cluster_status(&api()?, out).await,
         Command::Node { verb } => node(&api()?, out, verb).await,
         Command::Conn { verb } => conn(&api()?, out, verb).await,
         Command::User { verb } => user(&api()?, out, verb).await,
@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let opts = crate::tail::Opts { user, group, types, bodies, count, duration };
             crate::tail::run(&api()?, out, opts).await
         }
-        Command::Topic { verb: TopicVerb::Lag { brokers, topic_prefix } } => topic_lag(g, out, brokers, topic_prefix).await,
+        Command::Topic { verb: TopicVerb::Lag } => topic_lag(&api()?, out).await,
         Command::Config { verb } => config(out, verb),
         Command::Version => version(&api()?, out).await,
         Command::Completions { shell } => {
@@ -136,30 +136,6 @@ fn ago(ms: &Value) -> String {
 // cluster, node
 // ---------------------------------------------------------------------------------------------
 
-/// Merges node lists from several endpoints: one entry per node id, a node's own (`local`)
-/// view winning over what another node knows of it.
-fn merge_nodes(lists: impl IntoIterator<Item = Value>) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    for list in lists {
-        for n in list.as_array().cloned().unwrap_or_default() {
-            match out.iter_mut().find(|o| o["nodeId"] == n["nodeId"]) {
-                Some(o) => {
-                    if n["local"] == true && o["local"] != true {
-                        let heartbeat = o["lastHeartbeat"].clone();
-                        *o = n;
-                        if o["lastHeartbeat"].is_null() {
-                            o["lastHeartbeat"] = heartbeat;
-                        }
-                    }
-                }
-                None => out.push(n),
-            }
-        }
-    }
-    out.sort_by(|a, b| s(&a["nodeId"]).cmp(&s(&b["nodeId"])));
-    out
-}
-
 fn nodes_table(nodes: &[Value]) -> String {
     let mut t = Table::new(&["NODE", "STATE", "ADDRESS", "VERSION", "UPTIME", "CONNS", "IN/S", "OUT/S", "HEARTBEAT"]);
     for n in nodes {
@@ -191,16 +167,8 @@ fn lag_table(groups: &[Value]) -> String {
     t.render()
 }
 
-async fn cluster_status(api: &Api, out: Output, timeout: Duration) -> Result<(), Failure> {
-    let docs = api.get_all("/cluster").await?;
-    let mut doc = docs[0].clone();
-    doc["nodes"] = Value::Array(merge_nodes(docs.iter().map(|d| d["nodes"].clone())));
-    if doc["kafka"].is_object() && doc["lag"].as_array().is_none_or(Vec::is_empty) {
-        match read_lag(&s(&doc["kafka"]["brokers"]), groups_in(&doc["kafka"]), timeout).await {
-            Ok(l) => doc["lag"] = l["groups"].clone(),
-            Err(f) => eprintln!("chatctl: warning: consumer lag unavailable: {}", f.message),
-        }
-    }
+async fn cluster_status(api: &Api, out: Output) -> Result<(), Failure> {
+    let doc = api.get("/cluster").await?;
     emit(out, &doc, || {
         let mut text = format!("mode: {}\n\n", s(&doc["mode"]));
         text.push_str(&nodes_table(doc["nodes"].as_array().map_or(&[], Vec::as_slice)));
@@ -215,35 +183,31 @@ async fn cluster_status(api: &Api, out: Output, timeout: Duration) -> Result<(),
             text.push('\n');
             text.push_str(&lag_table(&lag));
         } else if doc["mode"] == "cluster" {
-            text.push_str("\nconsumer lag: unavailable (see stderr)\n");
+            text.push_str("\nconsumer lag: unavailable (Kafka did not answer)\n");
         }
         text
     });
     Ok(())
 }
 
-/// The endpoint whose node is `id`: the only endpoint, or the one whose `/node` says so.
-async fn endpoint_of(api: &Api, id: &str) -> Result<String, Failure> {
-    if api.endpoints.len() == 1 {
-        return Ok(api.endpoints[0].clone());
-    }
-    for e in &api.endpoints {
-        match api.call_at(e, Method::GET, "/node", None).await {
-            Ok(v) if v["nodeId"] == id => return Ok(e.clone()),
-            Ok(_) => {}
-            Err(f) if f.exit == Exit::Unavailable => eprintln!("chatctl: warning: {}", f.message),
-            Err(f) => return Err(f),
-        }
-    }
-    Err(Failure::new(Exit::NotFound, "not_found", format!("no endpoint is node {id:?}")))
+/// Node `id` as the cluster lists it.
+async fn find_node(api: &Api, id: &str) -> Result<Value, Failure> {
+    let doc = api.get("/nodes").await?;
+    doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["nodeId"] == id)
+        .cloned()
+        .ok_or_else(|| Failure::new(Exit::NotFound, "not_found", format!("node {id:?} not found")))
 }
 
 async fn node(api: &Api, out: Output, verb: NodeVerb) -> Result<(), Failure> {
     match verb {
         NodeVerb::List => {
-            let docs = api.get_all("/nodes").await?;
-            let nodes = merge_nodes(docs.into_iter().map(|d| d["nodes"].clone()));
-            emit(out, &json!({ "nodes": nodes }), || nodes_table(&nodes));
+            let doc = api.get("/nodes").await?;
+            let nodes = doc["nodes"].as_array().cloned().unwrap_or_default();
+            emit(out, &doc, || nodes_table(&nodes));
             Ok(())
         }
         NodeVerb::Drain { id, rate, retry_min, retry_max, wait, confirm } => {
@@ -251,12 +215,8 @@ async fn node(api: &Api, out: Output, verb: NodeVerb) -> Result<(), Failure> {
                 return Err(Failure::usage("--retry-min must not exceed --retry-max"));
             }
             confirmed(&confirm, &format!("drain node {id}"))?;
-            let at = endpoint_of(api, &id).await?;
             if confirm.dry_run {
-                let n = api.call_at(&at, Method::GET, "/node", None).await?;
-                if n["nodeId"] != id.as_str() {
-                    return Err(Failure::new(Exit::NotFound, "not_found", format!("node {id:?} not found (endpoint is {})", s(&n["nodeId"]))));
-                }
+                let n = find_node(api, &id).await?;
                 let conns = n["connections"].as_u64().unwrap_or(0);
                 let eta = conns.div_ceil(u64::from(rate));
                 let plan = json!({"dryRun": true, "nodeId": id, "state": n["state"], "connections": conns, "rate": rate,
@@ -270,9 +230,9 @@ async fn node(api: &Api, out: Output, verb: NodeVerb) -> Result<(), Failure> {
                 return Ok(());
             }
             let body = json!({"rate": rate, "retryMinSecs": retry_min, "retryMaxSecs": retry_max});
-            let mut view = api.call_at(&at, Method::POST, &format!("/nodes/{}/drain", seg(&id)), Some(body)).await?;
+            let mut view = api.post(&format!("/nodes/{}/drain", seg(&id)), body).await?;
             if wait {
-                view = wait_drained(api, &at, &view, rate).await?;
+                view = wait_drained(api, &id, &view, rate).await?;
             }
             emit(out, &view, || {
                 let d = &view["drain"];
@@ -288,8 +248,7 @@ async fn node(api: &Api, out: Output, verb: NodeVerb) -> Result<(), Failure> {
             Ok(())
         }
         NodeVerb::Undrain { id } => {
-            let at = endpoint_of(api, &id).await?;
-            let view = api.call_at(&at, Method::POST, &format!("/nodes/{}/undrain", seg(&id)), None).await?;
+            let view = api.call(Method::POST, &format!("/nodes/{}/undrain", seg(&id)), None).await?;
             emit(out, &view, || format!("node {} is {}\n", s(&view["nodeId"]), s(&view["state"])));
             Ok(())
         }
@@ -297,11 +256,11 @@ async fn node(api: &Api, out: Output, verb: NodeVerb) -> Result<(), Failure> {
 }
 
 /// Polls the node until its drain has no connection left; progress on stderr.
-async fn wait_drained(api: &Api, at: &str, first: &Value, rate: u32) -> Result<Value, Failure> {
+async fn wait_drained(api: &Api, id: &str, first: &Value, rate: u32) -> Result<Value, Failure> {
     let at_start = first["drain"]["connectionsAtStart"].as_u64().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(at_start.div_ceil(u64::from(rate)) * 2 + 60);
     loop {
-        let v = api.call_at(at, Method::GET, "/node", None).await?;
+        let v = find_node(api, id).await?;
         let left = v["drain"]["remaining"].as_u64().unwrap_or(0);
         eprintln!("chatctl: {}: closed {} of {at_start}, {left} open", s(&v["nodeId"]), s(&v["drain"]["closed"]));
         if left == 0 || v["state"] != "draining" {
@@ -340,81 +299,75 @@ async fn conn(api: &Api, out: Output, verb: ConnVerb) -> Result<(), Failure> {
             if let Some(u) = user {
                 let _ = write!(q, "&user={u}");
             }
-            let docs = match &node {
-                Some(n) => {
-                    let _ = write!(q, "&node={}", seg(n));
-                    let at = endpoint_of(api, n).await?;
-                    vec![api.call_at(&at, Method::GET, &q, None).await?]
-                }
-                None => api.get_all(&q).await?,
-            };
-            let conns: Vec<Value> = docs.iter().flat_map(|d| d["conns"].as_array().cloned().unwrap_or_default()).collect();
-            let total: u64 = docs.iter().filter_map(|d| d["total"].as_u64()).sum();
-            let truncated = docs.iter().any(|d| d["truncated"] == true);
-            let doc = json!({"total": total, "truncated": truncated, "conns": conns});
+            if let Some(n) = &node {
+                let _ = write!(q, "&node={}", seg(n));
+            }
+            let doc = api.get(&q).await?;
+            let conns = doc["conns"].as_array().cloned().unwrap_or_default();
             emit(out, &doc, || {
                 let mut text = conns_table(&conns);
-                if truncated {
-                    let _ = writeln!(text, "({} of {total} shown; raise --limit)", conns.len());
+                if doc["truncated"] == true {
+                    let _ = writeln!(text, "({} of {} shown; raise --limit)", conns.len(), s(&doc["total"]));
                 }
+                unreachable_note(&mut text, &doc);
                 text
             });
             Ok(())
         }
-        ConnVerb::Kick { conn, user, confirm } => {
+        ConnVerb::Kick { conn, node, user, confirm } => {
             let what = match (&conn, &user) {
                 (Some(c), _) => format!("kick connection {c}"),
                 (None, Some(u)) => format!("kick every connection of user {u}"),
                 (None, None) => return Err(Failure::usage("give a connection id or --user")),
             };
             confirmed(&confirm, &what)?;
+            let on_node = node.as_ref().map(|n| format!("node={}", seg(n)));
             if confirm.dry_run {
-                let docs = api.get_all("/conns?limit=100000").await?;
-                let all = docs.iter().flat_map(|d| d["conns"].as_array().cloned().unwrap_or_default());
-                let targets: Vec<Value> = match (&conn, &user) {
-                    (Some(c), _) => all.filter(|x| x["connId"] == *c).collect(),
-                    (None, Some(u)) => {
-                        let uid = api.get(&format!("/users/{}", seg(u))).await?["userId"].clone();
-                        all.filter(|x| x["userId"] == uid).collect()
+                let mut q = String::from("/conns?limit=100000");
+                match (&conn, &user) {
+                    (Some(c), _) => {
+                        let _ = write!(q, "&conn={c}");
                     }
-                    (None, None) => Vec::new(),
-                };
+                    (None, Some(u)) => {
+                        let _ = write!(q, "&user={}", api.get(&format!("/users/{}", seg(u))).await?["userId"]);
+                    }
+                    (None, None) => {}
+                }
+                if let Some(n) = &on_node {
+                    let _ = write!(q, "&{n}");
+                }
+                let targets = api.get(&q).await?["conns"].as_array().cloned().unwrap_or_default();
                 if conn.is_some() && targets.is_empty() {
                     return Err(Failure::new(Exit::NotFound, "not_found", "connection not found"));
+                }
+                if conn.is_some() && targets.len() > 1 {
+                    return Err(Failure::new(Exit::Failed, "ambiguous", "that connection id is open on several nodes: give --node"));
                 }
                 let doc = json!({"dryRun": true, "code": 4000, "wouldKick": targets});
                 emit(out, &doc, || format!("would close {} connection(s) with 4000:\n{}", targets.len(), conns_table(&targets)));
                 return Ok(());
             }
-            let mut kicked = Vec::new();
-            let mut found = false;
-            let mut last_err = None;
-            for e in &api.endpoints {
-                let path = match (&conn, &user) {
-                    (Some(c), _) => format!("/conns/{c}/kick"),
-                    (_, Some(u)) => format!("/users/{}/kick", seg(u)),
-                    _ => unreachable!("checked above"),
-                };
-                match api.call_at(e, Method::POST, &path, None).await {
-                    Ok(v) => {
-                        found = true;
-                        kicked.extend(v["kicked"].as_array().cloned().unwrap_or_default());
-                        if conn.is_some() {
-                            break;
-                        }
-                    }
-                    Err(f) if f.exit == Exit::NotFound && conn.is_some() => last_err = Some(f),
-                    Err(f) if f.exit == Exit::Unavailable && api.endpoints.len() > 1 => eprintln!("chatctl: warning: {}", f.message),
-                    Err(f) => return Err(f),
-                }
-            }
-            if !found {
-                return Err(last_err.unwrap_or_else(|| Failure::new(Exit::Unavailable, "unreachable", "no endpoint answered")));
-            }
-            let doc = json!({"code": 4000, "kicked": kicked});
-            emit(out, &doc, || format!("closed {} connection(s) with 4000\n{}", kicked.len(), conns_table(&kicked)));
+            let path = match (&conn, &user) {
+                (Some(c), _) => format!("/conns/{c}/kick{}", on_node.map(|n| format!("?{n}")).unwrap_or_default()),
+                (_, Some(u)) => format!("/users/{}/kick", seg(u)),
+                _ => unreachable!("checked above"),
+            };
+            let doc = api.call(Method::POST, &path, None).await?;
+            let kicked = doc["kicked"].as_array().cloned().unwrap_or_default();
+            emit(out, &doc, || {
+                let mut text = format!("closed {} connection(s) with 4000\n{}", kicked.len(), conns_table(&kicked));
+                unreachable_note(&mut text, &doc);
+                text
+            });
             Ok(())
         }
+    }
+}
+
+/// Names the nodes a cluster-wide answer is missing (their part is not in it).
+fn unreachable_note(text: &mut String, doc: &Value) {
+    for m in doc["unreachable"].as_array().into_iter().flatten() {
+        let _ = writeln!(text, "warning: node {} did not answer: {}", s(&m["nodeId"]), s(&m["error"]));
     }
 }
 
@@ -545,38 +498,8 @@ async fn msg_send(api: &Api, out: Output, from: i64, to: Option<i64>, group: Opt
 // topic, config, version, completions
 // ---------------------------------------------------------------------------------------------
 
-/// The router and storage groups and their topics under `prefix`.
-fn groups_of(prefix: &str) -> Vec<(String, String)> {
-    vec![(format!("{prefix}router"), format!("{prefix}inbound")), (format!("{prefix}storage"), format!("{prefix}side"))]
-}
-
-/// The groups a `GET /cluster` answer names.
-fn groups_in(kafka: &Value) -> Vec<(String, String)> {
-    kafka["groups"].as_array().into_iter().flatten().map(|g| (s(&g["group"]), s(&g["topic"]))).collect()
-}
-
-/// Consumer lag read from Kafka (feature `kafka`).
-async fn read_lag(brokers: &str, groups: Vec<(String, String)>, timeout: Duration) -> Result<Value, Failure> {
-    #[cfg(feature = "kafka")]
-    return crate::lag::read(brokers, groups, timeout).await;
-    #[cfg(not(feature = "kafka"))]
-    {
-        let _ = (brokers, groups, timeout);
-        Err(Failure::new(Exit::Failed, "unsupported", "consumer lag needs a chatctl built with `--features kafka`"))
-    }
-}
-
-async fn topic_lag(g: &crate::cli::Global, out: Output, brokers: Option<String>, prefix: String) -> Result<(), Failure> {
-    let doc = match brokers {
-        Some(b) => read_lag(&b, groups_of(&prefix), g.timeout).await?,
-        None => {
-            let st = Api::new(&g.endpoint, g.token.clone(), g.timeout)?.get("/cluster").await?;
-            match st["kafka"].as_object() {
-                Some(_) => read_lag(&s(&st["kafka"]["brokers"]), groups_in(&st["kafka"]), g.timeout).await?,
-                None => json!({"mode": st["mode"], "groups": []}),
-            }
-        }
-    };
+async fn topic_lag(api: &Api, out: Output) -> Result<(), Failure> {
+    let doc = api.get("/lag").await?;
     emit(out, &doc, || {
         let groups = doc["groups"].as_array().cloned().unwrap_or_default();
         if groups.is_empty() && doc["mode"] == "standalone" {
@@ -681,15 +604,5 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(seg("ann+x@example.com"), "ann+x@example.com");
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
-    }
-
-    #[test]
-    fn node_lists_merge_with_local_views_winning() {
-        let a = json!([{"nodeId": "gw-1", "local": true, "connections": 3}, {"nodeId": "gw-2", "local": false, "lastHeartbeat": 5}]);
-        let b = json!([{"nodeId": "gw-2", "local": true, "connections": 7, "lastHeartbeat": null}]);
-        let m = merge_nodes([a, b]);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[1]["connections"], 7);
-        assert_eq!(m[1]["lastHeartbeat"], 5);
     }
 }

@@ -11,8 +11,6 @@ mod cli;
 mod client;
 mod commands;
 mod exit;
-#[cfg(feature = "kafka")]
-mod lag;
 mod table;
 mod tail;
 

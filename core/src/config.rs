@@ -183,6 +183,10 @@ pub struct ClusterConfig {
     pub postgres_pool: usize,
     /// Address other nodes and tools use for this node; default: `server.listen`.
     pub advertise: Option<String>,
+    /// Address other nodes reach this node's admin listener at (`host:port`), so that any
+    /// node's admin API answers for the cluster; default: the bound `server.admin_listen`
+    /// (set it when that is a wildcard address such as 0.0.0.0).
+    pub admin_advertise: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -201,6 +205,7 @@ impl Default for ClusterConfig {
             postgres_schema: "switchboard".into(),
             postgres_pool: 16,
             advertise: None,
+            admin_advertise: None,
         }
     }
 }
@@ -510,6 +515,7 @@ impl Config {
             "auth.jwt_secret",
             "auth.jwt_secret_file",
             "cluster.advertise",
+            "cluster.admin_advertise",
             "server.admin_token",
             "media.s3_bucket",
             "media.s3_endpoint",

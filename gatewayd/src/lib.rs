@@ -78,14 +78,15 @@ pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
     admin::install_metrics();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = AppState::build(cfg, shutdown.clone(), &tracker).await?;
-    let cfg = &state.cfg;
-
+    let mut cfg = cfg;
     let listener = bind(cfg.server.listen).await?;
     let admin_listener = bind(cfg.server.admin_listen).await?;
     let http_addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.server.listen, source })?;
     let admin_addr =
         admin_listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.server.admin_listen, source })?;
+    // Other nodes' admin APIs forward to this one at the address it advertises.
+    cfg.cluster.admin_advertise.get_or_insert_with(|| admin_addr.to_string());
+    let state = AppState::build(cfg, shutdown.clone(), &tracker).await?;
 
     let delivery_stop = CancellationToken::new();
     let delivery = ws::delivery::spawn(state.clone(), delivery_stop.clone()).await;

@@ -54,7 +54,8 @@ impl ErrorCode for ClusterError {
 /// Who is connecting: a gateway registers itself as a presence node; a router only reads.
 #[derive(Debug, Clone)]
 pub enum Role {
-    /// A gateway node with its epoch (grows with each start) and advertised address.
+    /// A gateway node with its epoch (grows with each start) and advertised address (its
+    /// admin listener's comes from `cluster.admin_advertise`).
     Gateway {
         /// Epoch.
         epoch: u64,
@@ -130,7 +131,10 @@ pub async fn connect(cfg: &Config, role: Role) -> Result<Services, ClusterError>
     let node = NodeId(cfg.node_id.clone());
     let presence = match role {
         Role::Gateway { epoch, advertise } => {
-            let pc = RedisPresenceConfig::new(node, epoch, advertise).with_prefix(c.redis_prefix.clone()).with_ttl(c.presence_ttl);
+            let mut pc = RedisPresenceConfig::new(node, epoch, advertise).with_prefix(c.redis_prefix.clone()).with_ttl(c.presence_ttl);
+            if let Some(admin) = &c.admin_advertise {
+                pc = pc.with_admin_addr(admin.clone());
+            }
             RedisPresence::connect(&target, pc).await?
         }
         Role::Router => {

@@ -47,7 +47,7 @@ mod config;
 mod log;
 
 pub use self::config::KafkaConfig;
-pub use self::log::{Acked, KafkaLog, LogConsumer, LogRecord, Sent};
+pub use self::log::{Acked, GroupLag, KafkaLog, LogConsumer, LogRecord, PartitionLag, Sent};
 
 use super::{codec, Bus, BusError, Delivery};
 use crate::ids::NodeId;

@@ -21,7 +21,7 @@ pub mod contract;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use self::kafka::{Acked, KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, Sent, SubscriberStats};
+pub use self::kafka::{Acked, GroupLag, KafkaBus, KafkaConfig, KafkaLog, LogConsumer, LogRecord, PartitionLag, Sent, SubscriberStats};
 
 /// A bus failure.
 #[derive(Debug, thiserror::Error)]

@@ -1,28 +1,26 @@
-//! Cluster mode: the node list from Redis and the Redis and Kafka probes of `cluster status`.
-//!
-//! Consumer lag is not computed here: gatewayd links librdkafka only through the bus, which
-//! has no offset queries. `GET /admin/v1/cluster` names the brokers and groups instead, and
-//! `chatctl topic lag` (built with its `kafka` feature) reads the offsets from Kafka itself.
+//! Cluster mode: the node list from Redis (each other node's figures from its own admin
+//! listener), the Redis and Kafka probes of `cluster status`, and consumer lag read from Kafka
+//! (committed offsets against high watermarks; the groups are never joined).
 
-use super::nodes::{local_view, unavailable, NodeView, ServiceView};
+use super::nodes::{local_view, unavailable, GroupTopic, NodeView, ServiceView};
+use super::peers;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_core::bus::{KafkaConfig, KafkaLog};
+use switchboard_core::bus::{GroupLag, KafkaConfig, KafkaLog};
 use switchboard_core::ids::NodeId;
 use switchboard_core::presence::{RedisPresence, RedisPresenceConfig, RedisTarget};
-use switchboard_core::time::now_ms;
 
 /// Longest a probe may take.
 const PROBE: Duration = Duration::from_secs(5);
 
 /// The admin API's own Redis reader (it never registers a node).
 pub struct AdminClients {
-    redis: RedisPresence,
+    pub(super) redis: RedisPresence,
 }
 
-async fn clients(s: &AppState) -> Result<&AdminClients, ApiError> {
+pub(super) async fn clients(s: &AppState) -> Result<&AdminClients, ApiError> {
     s.admin
         .cluster
         .get_or_try_init(|| async {
@@ -44,48 +42,87 @@ async fn clients(s: &AppState) -> Result<&AdminClients, ApiError> {
         .await
 }
 
-/// Redis's node table, this node's live figures merged in. A node whose heartbeat expired
-/// is `dead`; its last heartbeat is its expiry minus the presence TTL.
+/// Redis's node table, this node's live figures merged in, every other node's from its own
+/// admin listener (asked at once; `reachable: false` and `null` figures when it does not
+/// answer). The last heartbeat is the registration's expiry minus the presence TTL.
 pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
     let c = clients(s).await?;
-    let list = tokio::time::timeout(PROBE, c.redis.list_nodes())
+    let (list, admins) = tokio::time::timeout(PROBE, async { tokio::try_join!(c.redis.list_nodes(), c.redis.node_admins()) })
         .await
         .map_err(|_| unavailable("redis", "timed out"))?
         .map_err(|e| unavailable("redis", e))?;
     let ttl = s.cfg.cluster.presence_ttl.as_millis() as i64;
-    let now = now_ms();
-    let mut out: Vec<NodeView> = list
-        .into_iter()
-        .map(|n| {
-            let heartbeat = n.expires_ms - ttl;
+    let views = list.into_iter().map(|n| {
+        let heartbeat = n.expires_ms - ttl;
+        let admin = admins.get(&n.node).cloned();
+        async move {
             if n.node == s.node {
                 let mut v = local_view(s);
                 v.last_heartbeat = Some(heartbeat);
                 return v;
             }
-            NodeView {
-                node_id: n.node.0,
-                state: if n.expires_ms < now { "dead" } else { "serving" },
-                local: false,
-                mode: "cluster",
-                version: None,
-                address: Some(n.addr),
-                uptime_secs: None,
-                connections: None,
-                users: None,
-                msgs_in_per_sec: None,
-                msgs_out_per_sec: None,
-                last_heartbeat: Some(heartbeat),
-                drain: None,
-                tails: None,
+            let remote = match &admin {
+                Some(a) => remote_view(s, &peers::Peer { node: n.node.0.clone(), admin: a.clone() }).await,
+                None => Err("no admin address advertised".to_owned()),
+            };
+            match remote {
+                Ok(mut v) => {
+                    v.local = false;
+                    v.address = Some(n.addr);
+                    v.admin_address = admin;
+                    v.reachable = Some(true);
+                    v.last_heartbeat = Some(heartbeat);
+                    v
+                }
+                Err(error) => {
+                    tracing::debug!(node = %n.node, %error, "node's admin listener did not answer");
+                    NodeView {
+                        node_id: n.node.0,
+                        state: "unreachable".into(),
+                        local: false,
+                        mode: "cluster".into(),
+                        version: None,
+                        address: Some(n.addr),
+                        admin_address: admin,
+                        reachable: Some(false),
+                        uptime_secs: None,
+                        connections: None,
+                        users: None,
+                        msgs_in_per_sec: None,
+                        msgs_out_per_sec: None,
+                        last_heartbeat: Some(heartbeat),
+                        drain: None,
+                        tails: None,
+                    }
+                }
             }
-        })
-        .collect();
+        }
+    });
+    let mut out: Vec<NodeView> = futures_util::future::join_all(views).await;
     if !out.iter().any(|n| n.local) {
         out.push(local_view(s));
     }
     out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     Ok(out)
+}
+
+/// Another node's view of itself (`GET /admin/v1/node` on its admin listener).
+async fn remote_view(s: &AppState, peer: &peers::Peer) -> Result<NodeView, String> {
+    let (status, body) = peers::call(s, peer, axum::http::Method::GET, "/node", None).await?;
+    if !status.is_success() {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// Consumer lag of each group on its topic.
+pub async fn lag(s: &AppState, groups: &[GroupTopic]) -> Result<Vec<GroupLag>, ApiError> {
+    let log = super::tail::kafka::tail_log(s)?;
+    let reads = groups.iter().map(|g| log.group_lag(&g.group, &g.topic));
+    tokio::time::timeout(PROBE, futures_util::future::try_join_all(reads))
+        .await
+        .map_err(|_| unavailable("kafka", "timed out"))?
+        .map_err(|e| unavailable("kafka", e))
 }
 
 /// Redis (the node table answers) and Kafka (a metadata round trip: the inbound topic is

@@ -20,7 +20,8 @@ use crate::http::extract::ApiPath;
 use crate::state::AppState;
 use crate::ws::outbox::ConnShared;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -72,7 +73,7 @@ struct DrainRun {
 }
 
 /// The running drain, as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainView {
     /// Closes per second.
@@ -118,7 +119,8 @@ pub struct DrainBody {
     retry_max_secs: Option<u32>,
 }
 
-/// Checks that `node` is the node answering (drains and undrains act on one node's sockets).
+/// Checks that `node` is the node answering (drains and undrains act on one node's sockets;
+/// in cluster mode, other nodes' are forwarded before this check).
 pub(crate) fn this_node_only(s: &AppState, node: &str) -> Result<(), ApiError> {
     if node == s.node.0 {
         return Ok(());
@@ -136,9 +138,15 @@ pub(crate) fn this_node_only(s: &AppState, node: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /admin/v1/nodes/{node}/drain`: 202 with the node (state `draining`).
-pub async fn drain(State(s): State<Arc<AppState>>, ApiPath(node): ApiPath<String>, req: Request) -> Result<(StatusCode, Json<super::nodes::NodeView>), ApiError> {
-    this_node_only(&s, &node)?;
+/// Cluster mode: a drain of another node is forwarded to it ([`super::peers`]).
+pub async fn drain(State(s): State<Arc<AppState>>, ApiPath(node): ApiPath<String>, req: Request) -> Result<Response, ApiError> {
+    let forward = elsewhere(&s, req.headers(), &node);
     let body = crate::http::extract::read_body(req, 4096).await?;
+    if forward {
+        #[cfg(feature = "cluster")]
+        return super::peers::forward(&s, &node, axum::http::Method::POST, &format!("/nodes/{node}/drain"), Some(body)).await;
+    }
+    this_node_only(&s, &node)?;
     let b: DrainBody = if body.iter().all(u8::is_ascii_whitespace) {
         DrainBody::default()
     } else {
@@ -162,11 +170,25 @@ pub async fn drain(State(s): State<Arc<AppState>>, ApiPath(node): ApiPath<String
     }
     tracing::warn!(node = %s.node, rate, connections = at_start, "draining: refusing new connections, closing open ones with 1012");
     tokio::spawn(close_all(s.clone(), rate, retry, stop, closed));
-    Ok((StatusCode::ACCEPTED, Json(local_view(&s))))
+    Ok((StatusCode::ACCEPTED, Json(local_view(&s))).into_response())
+}
+
+/// Whether `node` is another node that this request is to be forwarded to.
+fn elsewhere(s: &AppState, headers: &HeaderMap, node: &str) -> bool {
+    #[cfg(feature = "cluster")]
+    if super::peers::fans_out(s, headers) && node != s.node.0 {
+        return true;
+    }
+    let _ = (s, headers, node);
+    false
 }
 
 /// `POST /admin/v1/nodes/{node}/undrain`: accept connections again.
-pub async fn undrain(State(s): State<Arc<AppState>>, ApiPath(node): ApiPath<String>) -> Result<Json<super::nodes::NodeView>, ApiError> {
+pub async fn undrain(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiPath(node): ApiPath<String>) -> Result<Response, ApiError> {
+    if elsewhere(&s, &headers, &node) {
+        #[cfg(feature = "cluster")]
+        return super::peers::forward(&s, &node, axum::http::Method::POST, &format!("/nodes/{node}/undrain"), None).await;
+    }
     this_node_only(&s, &node)?;
     if let Some(run) = s.admin.drain.lock().take() {
         run.stop.cancel();
@@ -174,7 +196,7 @@ pub async fn undrain(State(s): State<Arc<AppState>>, ApiPath(node): ApiPath<Stri
     if s.draining.swap(false, Ordering::SeqCst) {
         tracing::warn!(node = %s.node, "undrained: accepting connections again");
     }
-    Ok(Json(local_view(&s)))
+    Ok(Json(local_view(&s)).into_response())
 }
 
 /// Closes every connection at `rate` per second, then keeps closing newcomers until stopped.

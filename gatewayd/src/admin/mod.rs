@@ -13,10 +13,10 @@
 //! ([`tail`], `chatctl msg tail`) and, in cluster mode, Redis/Kafka health and where Kafka is,
 //! for `chatctl topic lag` ([`cluster`]).
 //!
-//! Scope in cluster mode: anything stored (users, groups, sends, disabling) and the node list
-//! (Redis) are cluster-wide from any node; connections, kicks and drains act on the node that
-//! answers (each node's own registry), so point `chatctl --endpoint` at that node's admin
-//! listener (or give several endpoints; `chatctl` merges the listings).
+//! Scope in cluster mode: any node answers for the cluster. Anything stored (users, groups,
+//! sends, disabling) and the node list (Redis) are shared; connections, kicks, drains and each
+//! node's live figures are asked of the node concerned, or of every node at once, through
+//! their admin listeners ([`peers`]); consumer lag is read from Kafka ([`cluster`]).
 
 pub mod auth;
 #[cfg(feature = "cluster")]
@@ -26,6 +26,8 @@ pub mod drain;
 pub mod groups;
 pub mod messages;
 pub mod nodes;
+#[cfg(feature = "cluster")]
+pub mod peers;
 pub mod tail;
 pub mod users;
 
@@ -46,6 +48,16 @@ pub use drain::AdminState;
 /// Close code of a connection kicked by an operator (`chatctl conn kick`): the client may
 /// reconnect at once (its tokens still work); 1008 is kept for accounts that may not.
 pub const CLOSE_KICKED: u16 = 4000;
+
+/// A node that did not answer a cluster-wide request, as merged answers name it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Missing {
+    /// Node id.
+    pub node_id: String,
+    /// Why.
+    pub error: String,
+}
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -71,6 +83,7 @@ pub fn routes(state: Arc<AppState>) -> axum::Router {
         .route("/node", get(nodes::this_node))
         .route("/nodes", get(nodes::list))
         .route("/cluster", get(nodes::cluster_status))
+        .route("/lag", get(nodes::lag))
         .route("/nodes/{node}/drain", post(drain::drain))
         .route("/nodes/{node}/undrain", post(drain::undrain))
         .route("/conns", get(conns::list))

@@ -1,16 +1,18 @@
 //! This node, the node list and cluster status.
 //!
 //! Standalone: the node list is this node. Cluster: the list comes from Redis (every node
-//! registered with its advertised address and heartbeat; a node past its heartbeat TTL is
-//! `dead`), and the node answering adds its own live figures; other nodes' connection counts,
-//! uptime and drain state come from their own admin listeners.
+//! registered with its advertised address and heartbeat), the node answering adds its own live
+//! figures, and every other node's (version, uptime, connections, rates, drain state) come from
+//! its own admin listener, asked at once ([`super::peers`]); a node that does not answer keeps
+//! `null` figures and `reachable: false`.
 
 use super::drain::DrainView;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,28 +23,34 @@ use switchboard_core::metrics::names;
 /// How often the frame rates are sampled.
 const RATE_SAMPLE: Duration = Duration::from_secs(5);
 
-/// One node as the admin API shows it. Fields this node cannot know about another node are
-/// `null`.
-#[derive(Debug, Clone, Serialize)]
+/// One node as the admin API shows it. Figures a node could not be asked for are `null`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeView {
     /// Node id.
     pub node_id: String,
-    /// `serving`, `draining`, `shutting_down` or (cluster, heartbeat expired) `dead`.
-    pub state: &'static str,
+    /// `serving`, `draining`, `shutting_down`, or (cluster) `unreachable` when registered
+    /// and heartbeating but its admin listener did not answer.
+    pub state: Cow<'static, str>,
     /// Whether this is the node that answered.
     pub local: bool,
     /// `standalone` or `cluster`.
-    pub mode: &'static str,
-    /// gatewayd version (this node only).
+    pub mode: Cow<'static, str>,
+    /// gatewayd version.
     pub version: Option<String>,
     /// Client address: `cluster.advertise`, else `server.listen` (remote nodes: as advertised).
     pub address: Option<String>,
-    /// Seconds since start (this node only).
+    /// Cluster: the admin listener other nodes reach it at (`cluster.admin_advertise`).
+    #[serde(default)]
+    pub admin_address: Option<String>,
+    /// Cluster: whether its admin listener answered (always true for the local node).
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// Seconds since start.
     pub uptime_secs: Option<u64>,
-    /// Open WebSocket connections (this node only).
+    /// Open WebSocket connections.
     pub connections: Option<usize>,
-    /// Distinct users connected (this node only).
+    /// Distinct users connected.
     pub users: Option<usize>,
     /// WebSocket text frames received per second over the last sample (this process).
     pub msgs_in_per_sec: Option<f64>,
@@ -50,9 +58,9 @@ pub struct NodeView {
     pub msgs_out_per_sec: Option<f64>,
     /// Cluster: the node's last heartbeat in Redis, Unix ms.
     pub last_heartbeat: Option<i64>,
-    /// The running drain, if any (this node only).
+    /// The running drain, if any.
     pub drain: Option<DrainView>,
-    /// Open `msg tail` streams (this node only).
+    /// Open `msg tail` streams.
     pub tails: Option<usize>,
 }
 
@@ -66,13 +74,16 @@ pub fn local_view(s: &AppState) -> NodeView {
         "serving"
     };
     let (rate_in, rate_out) = *s.admin.rates.lock();
+    let cluster = s.cfg.mode == Mode::Cluster;
     NodeView {
         node_id: s.node.0.clone(),
-        state,
+        state: Cow::Borrowed(state),
         local: true,
-        mode: mode_name(s),
+        mode: Cow::Borrowed(mode_name(s)),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         address: Some(s.cfg.cluster.advertise.clone().unwrap_or_else(|| s.cfg.server.listen.to_string())),
+        admin_address: s.cfg.cluster.admin_advertise.clone().filter(|_| cluster),
+        reachable: cluster.then_some(true),
         uptime_secs: Some(s.started_at.elapsed().as_secs()),
         connections: Some(s.registry.len()),
         users: Some(s.registry.users().len()),
@@ -128,35 +139,7 @@ pub struct ServiceView {
     pub detail: String,
 }
 
-/// One partition of a consumer group.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PartitionLag {
-    /// Partition.
-    pub partition: i32,
-    /// The group's committed offset (`null`: nothing committed yet).
-    pub committed: Option<i64>,
-    /// The partition's high watermark.
-    pub high: i64,
-    /// Records not yet consumed: high - committed (all of them when nothing is committed).
-    pub lag: i64,
-}
-
-/// One consumer group on one topic.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupLag {
-    /// Consumer group.
-    pub group: String,
-    /// Topic.
-    pub topic: String,
-    /// Sum over partitions.
-    pub total_lag: i64,
-    /// Per partition.
-    pub partitions: Vec<PartitionLag>,
-}
-
-/// Where the cluster's Kafka is, so that `chatctl topic lag` can read consumer offsets.
+/// Where the cluster's Kafka is and which consumer groups matter.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaInfo {
@@ -185,9 +168,9 @@ pub struct ClusterStatus {
     mode: &'static str,
     nodes: Vec<NodeView>,
     services: Vec<ServiceView>,
-    /// Consumer lag per group and partition. gatewayd leaves it empty (it cannot read
-    /// offsets); `chatctl cluster status` fills it from Kafka through [`KafkaInfo`].
-    lag: Vec<GroupLag>,
+    /// Consumer lag per group and partition (cluster mode; empty when Kafka did not answer,
+    /// which `services` then shows).
+    lag: Vec<GroupLagView>,
     /// Cluster mode: the brokers and groups (`null` in standalone mode).
     kafka: Option<KafkaInfo>,
 }
@@ -204,7 +187,20 @@ pub async fn cluster_status(State(s): State<Arc<AppState>>) -> Result<Json<Clust
             vec![local_view(&s)]
         }
     };
-    let kafka = (s.cfg.mode == Mode::Cluster).then(|| {
+    let kafka = kafka_info(&s);
+    let lag = match group_lags(&s).await {
+        Ok(lag) => lag,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "consumer lag unavailable");
+            Vec::new()
+        }
+    };
+    Ok(Json(ClusterStatus { mode: mode_name(&s), nodes, services, lag, kafka }))
+}
+
+/// Cluster mode: the brokers and the groups that matter.
+fn kafka_info(s: &AppState) -> Option<KafkaInfo> {
+    (s.cfg.mode == Mode::Cluster).then(|| {
         let p = &s.cfg.cluster.topic_prefix;
         KafkaInfo {
             brokers: s.cfg.cluster.kafka_brokers.clone(),
@@ -214,8 +210,39 @@ pub async fn cluster_status(State(s): State<Arc<AppState>>) -> Result<Json<Clust
                 GroupTopic { group: format!("{p}storage"), topic: format!("{p}side") },
             ],
         }
-    });
-    Ok(Json(ClusterStatus { mode: mode_name(&s), nodes, services, lag: Vec::new(), kafka }))
+    })
+}
+
+/// One consumer group's lag: `core::bus::GroupLag` in cluster builds.
+#[cfg(feature = "cluster")]
+pub type GroupLagView = switchboard_core::bus::GroupLag;
+/// One consumer group's lag (a standalone build has none).
+#[cfg(not(feature = "cluster"))]
+pub type GroupLagView = serde_json::Value;
+
+/// The lag of each group of [`kafka_info`] (standalone: none).
+async fn group_lags(s: &Arc<AppState>) -> Result<Vec<GroupLagView>, ApiError> {
+    #[cfg(feature = "cluster")]
+    if let Some(k) = kafka_info(s) {
+        return super::cluster::lag(s, &k.groups).await;
+    }
+    let _ = s;
+    Ok(Vec::new())
+}
+
+/// `GET /admin/v1/lag` answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LagView {
+    mode: &'static str,
+    /// Per consumer group (router on the inbound topic, storage on the side topic); empty in
+    /// standalone mode.
+    groups: Vec<GroupLagView>,
+}
+
+/// `GET /admin/v1/lag`: consumer lag of the router and storage groups, per partition.
+pub async fn lag(State(s): State<Arc<AppState>>) -> Result<Json<LagView>, ApiError> {
+    Ok(Json(LagView { mode: mode_name(&s), groups: group_lags(&s).await? }))
 }
 
 /// Cluster: the Redis and Kafka probes.

@@ -376,7 +376,7 @@ use kafka::{open_sends, Sends};
 
 /// Cluster mode: the inbound topic read from its end by a consumer group of this tail alone.
 #[cfg(feature = "cluster")]
-mod kafka {
+pub(super) mod kafka {
     use super::SendEvent;
     use crate::http::error::ApiError;
     use crate::state::AppState;
@@ -396,7 +396,7 @@ mod kafka {
 
     /// The admin API's Kafka client: the cluster's settings, consumers starting at the end of
     /// partitions their group never committed, and never committing.
-    fn tail_log(s: &AppState) -> Result<KafkaLog, ApiError> {
+    pub(in crate::admin) fn tail_log(s: &AppState) -> Result<KafkaLog, ApiError> {
         let mut cached = s.admin.tail_log.lock();
         if let Some(log) = cached.as_ref() {
             return Ok(log.clone());

@@ -169,6 +169,14 @@ impl KafkaConfig {
         self.with_overrides(c)
     }
 
+    /// Settings for a client that only reads a group's committed offsets: it never
+    /// subscribes, so it never joins the group (no rebalance) and never commits.
+    pub(super) fn offsets_reader(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", group).set("enable.auto.commit", "false");
+        self.with_overrides(c)
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers).set("client.id", "switchboard");

@@ -270,10 +270,78 @@ impl KafkaLog {
         })
     }
 
+    /// How far `group` is behind on `topic`: per partition, its committed offset against the
+    /// high watermark. Reads offsets only (see [`KafkaConfig`]'s offsets reader): the group
+    /// is not joined, so its members see no rebalance.
+    ///
+    /// # Errors
+    /// [`BusError::Kafka`] when the brokers do not answer within `delivery_timeout`.
+    pub async fn group_lag(&self, group: &str, topic: &str) -> Result<GroupLag, BusError> {
+        check_name(group)?;
+        check_name(topic)?;
+        let settings = self.inner.config.offsets_reader(group);
+        let timeout = self.inner.config.delivery_timeout;
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || read_lag(&settings, group, topic, timeout)).await.map_err(|_| BusError::Closed)?
+    }
+
     fn admin_options(&self) -> AdminOptions {
         let t = Some(self.inner.config.delivery_timeout);
         AdminOptions::new().request_timeout(t).operation_timeout(t)
     }
+}
+
+/// One partition of a consumer group's lag ([`KafkaLog::group_lag`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLag {
+    /// Partition.
+    pub partition: i32,
+    /// The group's committed offset (`None`: nothing committed yet).
+    pub committed: Option<i64>,
+    /// The partition's high watermark.
+    pub high: i64,
+    /// Records not yet consumed: high - committed (from the low watermark when nothing is
+    /// committed).
+    pub lag: i64,
+}
+
+/// One consumer group's lag on one topic ([`KafkaLog::group_lag`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupLag {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Sum over partitions.
+    pub total_lag: i64,
+    /// Per partition, by id.
+    pub partitions: Vec<PartitionLag>,
+}
+
+fn read_lag(settings: &rdkafka::ClientConfig, group: String, topic: String, timeout: Duration) -> Result<GroupLag, BusError> {
+    let consumer: BaseConsumer = settings.create()?;
+    let md = consumer.fetch_metadata(Some(&topic), timeout)?;
+    let mut ids: Vec<i32> =
+        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    ids.sort_unstable();
+    let mut tpl = TopicPartitionList::new();
+    for p in &ids {
+        tpl.add_partition(&topic, *p);
+    }
+    let committed = if ids.is_empty() { tpl } else { consumer.committed_offsets(tpl, timeout)? };
+    let mut partitions = Vec::with_capacity(ids.len());
+    for p in ids {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+        let committed = committed.find_partition(&topic, p).and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
+        partitions.push(PartitionLag { partition: p, committed, high, lag: (high - committed.unwrap_or(low)).max(0) });
+    }
+    let total_lag = partitions.iter().map(|p| p.lag).sum();
+    Ok(GroupLag { group, topic, total_lag, partitions })
 }
 
 /// One member of a consumer group; see the module docs for the commit and in-flight rules.

@@ -30,6 +30,9 @@ pub struct RedisPresenceConfig {
     pub epoch: u64,
     /// Where other nodes reach this one, as shown by `list_nodes`.
     pub advertised_addr: String,
+    /// Where other nodes reach this one's admin listener, written beside each registration
+    /// (see `RedisPresence::node_admins`). Default: none.
+    pub admin_addr: Option<String>,
     /// How long the registration and each entry live unless refreshed. Default: 30 s.
     pub ttl: Duration,
     /// Keys in flight at once in multi-user operations. Default: 256.
@@ -48,6 +51,7 @@ impl RedisPresenceConfig {
             node,
             epoch,
             advertised_addr: advertised_addr.into(),
+            admin_addr: None,
             ttl: DEFAULT_TTL,
             batch: DEFAULT_BATCH,
             node_cache: DEFAULT_NODE_CACHE,
@@ -58,6 +62,12 @@ impl RedisPresenceConfig {
     /// With another key prefix.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// With an admin listener address to advertise.
+    pub fn with_admin_addr(mut self, addr: impl Into<String>) -> Self {
+        self.admin_addr = Some(addr.into());
         self
     }
 

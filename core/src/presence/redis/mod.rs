@@ -26,6 +26,7 @@
 //! | --- | --- | --- |
 //! | `P{u:<user>}` | hash | field `<node>:<conn>` → `<epoch>:<expires_ms>:<device>`, one per connection |
 //! | `P{nodes}` | hash | field `<node>` → `<epoch>:<expires_ms>:<advertised addr>`, one per node |
+//! | `P{nodes}:admin` | hash | field `<node>` → its admin listener address (`host:port`), rewritten with each heartbeat |
 //!
 //! `expires_ms` is a Unix time in ms. A user key carries a Redis TTL of at least `ttl`, raised
 //! by every write and refresh, so a user whose nodes all died leaves no key behind.
@@ -230,6 +231,14 @@ impl RedisPresence {
             .invoke_async(&mut self.conn.clone())
             .await?;
         *self.lock_nodes() = None;
+        if let (Some(admin), true) = (&self.cfg.admin_addr, status != 3) {
+            ::redis::cmd("HSET")
+                .arg(self.keys.node_admins())
+                .arg(&self.cfg.node.0)
+                .arg(admin)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+        }
         if status == 3 {
             let current = current.parse().unwrap_or(u64::MAX);
             return Err(PresenceError::StaleEpoch { node: self.cfg.node.0.clone(), ours: self.cfg.epoch, current });
@@ -274,6 +283,18 @@ impl RedisPresence {
         Ok(n > 0)
     }
 
+    /// Each node's advertised admin listener address, by node id (nodes that advertised one;
+    /// filter by [`Self::list_nodes`] for the live ones).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn node_admins(&self) -> Result<HashMap<NodeId, String>, PresenceError> {
+        let raw: HashMap<String, String> =
+            ::redis::cmd("HGETALL").arg(self.keys.node_admins()).query_async(&mut self.conn.clone()).await?;
+        Ok(raw.into_iter().map(|(k, v)| (NodeId(k), v)).collect())
+    }
+
     /// The live nodes, by id. Also drops records expired for longer than [`NODE_FORGET`].
     ///
     /// # Errors
@@ -287,11 +308,16 @@ impl RedisPresence {
             table.nodes.values().filter(|n| n.expires_ms.saturating_add(forget_ms) < now).collect();
         if !forgotten.is_empty() {
             let mut purge = self.scripts.purge.key(self.keys.nodes());
+            let mut admins = ::redis::cmd("HDEL");
+            admins.arg(self.keys.node_admins());
             for n in forgotten {
                 purge.arg(&n.node.0).arg(n.own_value());
+                admins.arg(&n.node.0);
             }
             if let Err(error) = purge.invoke_async::<i64>(&mut self.conn.clone()).await {
                 debug!(%error, "long-dead node records not dropped; retried by the next listing");
+            } else if let Err(error) = admins.query_async::<i64>(&mut self.conn.clone()).await {
+                debug!(%error, "long-dead nodes' admin addresses not dropped; retried by the next listing");
             }
         }
         let mut live: Vec<NodeInfo> = table.nodes.values().filter(|n| n.expires_ms > now).cloned().collect();

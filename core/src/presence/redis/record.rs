@@ -41,6 +41,11 @@ impl Keys {
     pub fn nodes(&self) -> String {
         format!("{}{{nodes}}", self.prefix)
     }
+
+    /// The hash of every node's admin listener address: `<prefix>{nodes}:admin` (field node id).
+    pub fn node_admins(&self) -> String {
+        format!("{}{{nodes}}:admin", self.prefix)
+    }
 }
 
 /// One field of a user hash, parsed: `<node>:<conn>` -> `<epoch>:<expires_ms>:<device>`.
