@@ -213,15 +213,6 @@ fn text_line(v: &Value) -> String {
                 let _ = write!(t, "  {:?}", body);
             }
         }
-        "send" => {
-            let _ = write!(t, "send  {} -> {}  {} B  via {}", s(&v["senderId"]), target(v), s(&v["bodyBytes"]), s(&v["node"]));
-            if v["media"] == true {
-                t.push_str("  +media");
-            }
-            if let Some(cid) = v["clientMsgId"].as_str() {
-                let _ = write!(t, "  cid {cid}");
-            }
-        }
         "refused" => {
             let _ = write!(t, "refused  {} -> {}  {}", s(&v["senderId"]), target(v), s(&v["code"]));
         }
@@ -269,7 +260,5 @@ mod tests {
         assert_eq!(text_line(&r), "00:00:00.000  read 9  by 2");
         let f = json!({"type": "refused", "senderId": 3, "groupId": 7, "code": "forbidden", "timestamp": 0});
         assert_eq!(text_line(&f), "00:00:00.000  refused  3 -> g:7  forbidden");
-        let k = json!({"type": "send", "senderId": 3, "receiverId": 4, "bodyBytes": 5, "node": "gw-2", "clientMsgId": "c-1", "timestamp": 0});
-        assert_eq!(text_line(&k), "00:00:00.000  send  3 -> 4  5 B  via gw-2  cid c-1");
     }
 }

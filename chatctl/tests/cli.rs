@@ -3,7 +3,7 @@
 //! that loses no message.
 //!
 //! With `SWITCHBOARD_TEST_MODE=cluster` (and a gatewayd built with `--features cluster`),
-//! `cluster_mode_lists_both_nodes` also runs against a two-node cluster.
+//! the `cluster_*` tests also run against a two-node cluster.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -839,7 +839,7 @@ async fn cluster_mode_any_node_answers_for_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_msg_tail_reads_sends_from_kafka() {
+async fn cluster_msg_tail_follows_every_node_through_kafka() {
     if !testkit::cluster_mode() {
         eprintln!("skipped: set SWITCHBOARD_TEST_MODE=cluster (and KAFKA_BROKERS) to run against a cluster");
         return;
@@ -855,38 +855,44 @@ async fn cluster_msg_tail_reads_sends_from_kafka() {
 
     let mut tail = Tail::start(&s.admin, &["-o", "json", "--user", &b.id.to_string()]).await;
     assert!(tail.err_seen.iter().any(|l| l.contains("(cluster)")), "{:?}", tail.err_seen);
-    // The tail's own consumer group starts at the end of the inbound topic once Kafka has
-    // assigned it the partitions: send until one send shows up.
+    // The router starts publishing within a second of the tail's flag, and the tail's own
+    // consumer group reads from the end once Kafka has assigned it the partition: send until
+    // one committed message shows up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut i = 0;
     'warm: loop {
-        assert!(tokio::time::Instant::now() < deadline, "no send event within 60 s");
+        assert!(tokio::time::Instant::now() < deadline, "no message event within 60 s");
         i += 1;
         wa.send_msg(&format!("warm-{i}"), json!({"receiverId": b.id}), "warming up").await;
         while let Some(l) = tail.line(Duration::from_millis(1000)).await {
             let e: Value = serde_json::from_str(&l).unwrap();
-            if e["type"] == "send" {
+            if e["type"] == "message" {
                 break 'warm;
             }
         }
     }
-    // A send on node B and one on node A: both read from Kafka by node A's tail, metadata only.
-    wb.send_msg("k-1", json!({"receiverId": a.id}), "from node b").await;
-    wa.send_msg("k-2", json!({"receiverId": b.id}), "from node a").await;
+    // A send on node B and one on node A, committed by the router process; a receipt routed
+    // by node B itself. All reach node A's tail through Kafka, metadata only.
+    let ack1 = wb.send_msg("k-1", json!({"receiverId": a.id}), "from node b").await;
+    let ack2 = wa.send_msg("k-2", json!({"receiverId": b.id}), "from node a").await;
+    wb.send(json!({"type": "receipt", "messageId": ack2["messageId"], "status": "read"})).await;
     let mut seen = BTreeMap::new();
-    while seen.len() < 2 {
-        let l = tail.line(Duration::from_secs(30)).await.expect("both sends within 30 s");
+    while seen.len() < 3 {
+        let l = tail.line(Duration::from_secs(30)).await.expect("both messages and the receipt within 30 s");
         let e: Value = serde_json::from_str(&l).unwrap();
-        if let Some(cid @ ("k-1" | "k-2")) = e["clientMsgId"].as_str() {
-            seen.insert(cid.to_owned(), e);
-        }
+        match (e["type"].as_str(), e["clientMsgId"].as_str()) {
+            (Some("message"), Some(cid @ ("k-1" | "k-2"))) => seen.insert(cid.to_owned(), e),
+            (Some("receipt"), _) if e["messageId"] == ack2["messageId"] => seen.insert("receipt".to_owned(), e),
+            _ => None,
+        };
     }
-    let (k1, k2) = (&seen["k-1"], &seen["k-2"]);
-    assert_eq!((k1["type"].as_str(), k1["senderId"].as_i64(), k1["receiverId"].as_i64()), (Some("send"), Some(b.id), Some(a.id)), "{k1}");
-    assert_eq!((k1["node"].as_str(), k1["bodyBytes"].as_u64()), (Some("gw-test-b"), Some(11)), "{k1}");
-    assert_eq!((k2["node"].as_str(), k2["senderId"].as_i64()), (Some("gw-test"), Some(a.id)), "{k2}");
+    let (k1, k2, rc) = (&seen["k-1"], &seen["k-2"], &seen["receipt"]);
+    assert_eq!((k1["messageId"].as_i64(), k1["senderId"].as_i64(), k1["receiverId"].as_i64()), (ack1["messageId"].as_i64(), Some(b.id), Some(a.id)), "{k1}");
+    assert_eq!((k1["node"].as_str(), k1["bodyBytes"].as_u64(), k1["online"].as_u64()), (Some("gw-test-b"), Some(11), Some(1)), "{k1}");
+    assert_eq!((k2["messageId"].as_i64(), k2["node"].as_str()), (ack2["messageId"].as_i64(), Some("gw-test")), "{k2}");
+    assert_eq!((rc["userId"].as_i64(), rc["node"].as_str(), rc["status"].as_str()), (Some(b.id), Some("gw-test-b"), Some("read")), "{rc}");
     for e in [k1, k2] {
-        assert!(e.get("body").is_none() && e.get("messageId").is_none(), "{e}");
+        assert!(e.get("body").is_none() && e.get("recipientIds").is_none(), "{e}");
     }
     tail.interrupt();
     let r = tail.finish().await;

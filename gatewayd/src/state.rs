@@ -79,7 +79,16 @@ impl AppState {
         let node = NodeId(cfg.node_id.clone());
         let registry = Arc::new(Registry::default());
         let router_tracker = TaskTracker::new();
-        let Seams { store, presence, bus, sends: cluster_sends, lagging, revocations } = seams(&cfg, &registry, &node, &shutdown).await?;
+        let Seams {
+            store,
+            presence,
+            bus,
+            sends: cluster_sends,
+            lagging,
+            revocations,
+            #[cfg(feature = "cluster")]
+            tap,
+        } = seams(&cfg, &registry, &node, &shutdown).await?;
         let secret = signing_secret(&cfg)?;
         let keys = JwtKeys::new(&secret, cfg.auth.access_ttl, cfg.auth.refresh_ttl);
         let hasher = PasswordHasher::new(cfg.auth.argon2_memory_kib, cfg.auth.argon2_iterations).map_err(GatewayError::Key)?;
@@ -89,6 +98,11 @@ impl AppState {
             .map_err(|e| GatewayError::Key(e.to_string()))?;
         let revoked = Revocations::load(store.as_ref(), revocations).await?;
         let router = Arc::new(RouterCore::new(store.clone(), presence.clone(), bus.clone()));
+        #[cfg(feature = "cluster")]
+        if let Some((redis, log)) = tap {
+            // This node's receipts and typing, for cluster tails (sends are the router's).
+            router::cluster::spawn_tap_publisher(router.clone(), redis, log, &cfg, shutdown.clone());
+        }
         let sends: Arc<dyn SendSink> = match cluster_sends {
             Some(s) => s,
             None => {
@@ -133,6 +147,9 @@ struct Seams {
     lagging: Arc<dyn crate::lagging::LaggingWrites>,
     /// Cluster: where revocations are shared between nodes.
     revocations: Option<Arc<dyn crate::auth::SharedRevocations>>,
+    /// Cluster: Redis and Kafka for publishing this node's traffic events to tails.
+    #[cfg(feature = "cluster")]
+    tap: Option<(Arc<switchboard_core::presence::RedisPresence>, switchboard_core::bus::KafkaLog)>,
 }
 
 async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: &CancellationToken) -> Result<Seams, GatewayError> {
@@ -146,6 +163,8 @@ async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: 
                 bus: Arc::new(InProcBus::new()),
                 sends: None,
                 revocations: None,
+                #[cfg(feature = "cluster")]
+                tap: None,
             })
         }
         #[cfg(feature = "cluster")]
@@ -159,6 +178,7 @@ async fn seams(cfg: &Config, registry: &Arc<Registry>, node: &NodeId, shutdown: 
             let revocations: Arc<dyn crate::auth::SharedRevocations> =
                 Arc::new(crate::cluster::RedisRevocations::new(svc.presence.clone(), cfg));
             Ok(Seams {
+                tap: Some((svc.presence.clone(), svc.bus.log().clone())),
                 revocations: Some(revocations),
                 store: svc.store,
                 presence: svc.presence,

@@ -92,6 +92,93 @@ pub fn push_topic(cfg: &Config) -> String {
     format!("{}push", cfg.cluster.topic_prefix)
 }
 
+/// The tap topic's name: traffic events of every process while some node serves a tail
+/// (`chatctl msg tail` in cluster mode); one partition, so events keep their order.
+pub fn tap_topic(cfg: &Config) -> String {
+    format!("{}tap", cfg.cluster.topic_prefix)
+}
+
+/// How long a tail's wish for tap events lasts in Redis unless renewed (tails renew it every
+/// third of this).
+pub const TAP_WANTED_TTL: Duration = Duration::from_secs(30);
+/// How often a process looks whether a tail wants its events.
+const TAP_POLL: Duration = Duration::from_secs(1);
+
+/// One record of the tap topic: the event, without a body, and everyone it concerns (so
+/// tails can filter by user without a lookup).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TapRecord<E> {
+    /// The [`crate::TrafficEvent`], serialized (`type` tag, camelCase).
+    pub event: E,
+    /// Recipients of a message or typing indicator; authors told about a receipt.
+    pub recipient_ids: Vec<switchboard_core::ids::UserId>,
+}
+
+/// Publishes `core`'s traffic events to the tap topic while Redis says some node serves a
+/// tail ([`RedisPresence::tap_wanted`], polled every second), never otherwise. Bodies are
+/// dropped; a full producer queue drops events rather than slow routing (a tail may miss
+/// events, never delay a message).
+pub fn spawn_tap_publisher(core: Arc<RouterCore>, presence: Arc<RedisPresence>, log: KafkaLog, cfg: &Config, shutdown: CancellationToken) {
+    use crate::TrafficEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let topic = tap_topic(cfg);
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(TAP_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut events: Option<tokio::sync::broadcast::Receiver<TrafficEvent>> = None;
+        loop {
+            let next = async {
+                match events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = poll.tick() => match presence.tap_wanted().await {
+                    Ok(true) if events.is_none() => match log.ensure_topic(&topic, 1).await {
+                        Ok(()) => {
+                            tracing::info!(%topic, "a tail is open: publishing traffic events");
+                            events = Some(core.tap());
+                        }
+                        Err(error) => tracing::warn!(%error, %topic, "tap topic unavailable"),
+                    },
+                    Ok(false) if events.is_some() => {
+                        tracing::info!("no tail open: traffic events no longer published");
+                        events = None;
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, "tap flag not read; keeping the current state"),
+                },
+                r = next => match r {
+                    Ok(mut e) => {
+                        let recipient_ids = match &mut e {
+                            TrafficEvent::Message(m) => {
+                                m.body = None;
+                                m.recipient_ids.to_vec()
+                            }
+                            TrafficEvent::Typing(t) => t.recipient_ids.to_vec(),
+                            TrafficEvent::Receipt(r) => r.notified.clone(),
+                            TrafficEvent::Refused(_) => Vec::new(),
+                        };
+                        let payload = serde_json::to_vec(&TapRecord { event: &e, recipient_ids }).expect("tap records serialize");
+                        if !matches!(log.enqueue(&topic, b"", &payload), Ok(Some(_))) {
+                            tracing::debug!("tap event dropped: producer queue full or record refused");
+                        }
+                    }
+                    Err(RecvError::Lagged(skipped)) => {
+                        let lagged = TapRecord { event: serde_json::json!({"type": "lagged", "skipped": skipped}), recipient_ids: Vec::new() };
+                        let payload = serde_json::to_vec(&lagged).expect("tap records serialize");
+                        let _ = log.enqueue(&topic, b"", &payload);
+                    }
+                    Err(RecvError::Closed) => events = None,
+                },
+            }
+        }
+    });
+}
+
 /// Push notices produced to the push topic, keyed by recipient.
 pub struct KafkaPush {
     log: KafkaLog,
@@ -159,10 +246,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Cluster
     svc.bus.log().ensure_topic(&push_topic(&cfg), cfg.cluster.inbound_partitions).await?;
     let store: Arc<dyn MessageStore> = svc.store.clone();
     let push = Arc::new(KafkaPush::new(svc.bus.log().clone(), &cfg));
-    let core = RouterCore::new(store, svc.presence.clone(), svc.bus.clone()).with_push(push);
+    let core = Arc::new(RouterCore::new(store, svc.presence.clone(), svc.bus.clone()).with_push(push));
     let topic = inbound_topic(&cfg);
     let group = format!("{}router", cfg.cluster.topic_prefix);
     let mut consumer = svc.bus.log().consumer(&[&topic], &group, BATCH * 4)?;
+    spawn_tap_publisher(core.clone(), svc.presence.clone(), svc.bus.log().clone(), &cfg, shutdown.clone());
     tracing::info!(%topic, %group, "router consuming");
     switchboard_core::health::set_ready(true);
     loop {

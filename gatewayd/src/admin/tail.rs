@@ -8,10 +8,12 @@
 //!   body length; `body` only with `bodies=true`, which standalone mode alone allows).
 //! - `refused`: a send the store refused, with the error code its sender got.
 //! - `receipt`, `typing`: receipts applied and typing indicators relayed.
-//! - `send` (cluster mode): a send read from the inbound Kafka topic, from every node, before the
-//!   router commits it: sender, target, `clientMsgId`, body length, sending node; never the
-//!   body. In cluster mode the router runs in its own process, so committed `message` events
-//!   are not seen here; `receipt` and `typing` are this node's.
+//! In cluster mode sends are routed by the router process and each node routes its own
+//! receipts and typing, so a tail reads them all from the tap topic instead (`<prefix>tap`,
+//! see [`router::cluster::spawn_tap_publisher`]): while any node serves a tail it sets a flag
+//! in Redis (renewed every 10 s, gone 30 s after the last tail), and then the router and every
+//! gateway publish their events there, never with a body. The tail reads the topic from its
+//! end with a consumer group of its own that commits nothing.
 //! - `lagged`: the tail fell behind and `skipped` events were dropped for it (routing never
 //!   waits for a tail).
 //! - `heartbeat` after 15 s without a line, so clients and proxies notice a dead stream.
@@ -19,8 +21,8 @@
 //!
 //! Filters apply here: `user` keeps what that user sent, received (group messages of their
 //! groups included), read or typed; `group` keeps that group's messages, refusals and typing
-//! (receipts name no conversation and never match it); `types` is a comma list of `message`
-//! (also `send`), `refused`, `receipt`, `typing`.
+//! (receipts name no conversation and never match it); `types` is a comma list of `message`,
+//! `refused`, `receipt`, `typing`.
 
 use super::nodes::mode_name;
 use crate::http::error::ApiError;
@@ -38,7 +40,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_core::config::Mode;
-use switchboard_core::ids::{GroupId, NodeId, UserId};
+use switchboard_core::ids::{GroupId, UserId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -75,7 +77,7 @@ impl Filter {
             (f.message, f.refused, f.receipt, f.typing) = (false, false, false, false);
             for t in types.split(',').map(str::trim) {
                 match t {
-                    "message" | "send" => f.message = true,
+                    "message" => f.message = true,
                     "refused" => f.refused = true,
                     "receipt" => f.receipt = true,
                     "typing" => f.typing = true,
@@ -95,62 +97,66 @@ impl Filter {
 
     /// Whether the tail shows `e`.
     fn keeps(&self, e: &TrafficEvent) -> bool {
-        let by = |sender: UserId, receiver: Option<UserId>, others: &[UserId]| {
-            self.user.is_none_or(|u| sender == u || receiver == Some(u) || others.contains(&u))
-        };
-        let in_group = |g: Option<GroupId>| self.group.is_none_or(|want| g == Some(want));
         match e {
-            TrafficEvent::Message(m) => self.message && in_group(m.group_id) && by(m.sender_id, m.receiver_id, &m.recipient_ids),
-            TrafficEvent::Refused(r) => self.refused && in_group(r.group_id) && by(r.sender_id, r.receiver_id, &[]),
-            TrafficEvent::Receipt(r) => self.receipt && self.group.is_none() && by(r.user_id, None, &r.notified),
-            TrafficEvent::Typing(t) => self.typing && in_group(t.group_id) && by(t.sender_id, t.receiver_id, &t.recipient_ids),
+            TrafficEvent::Message(m) => self.keeps_parts(Kind::Message, m.sender_id, m.receiver_id, m.group_id, &m.recipient_ids),
+            TrafficEvent::Refused(r) => self.keeps_parts(Kind::Refused, r.sender_id, r.receiver_id, r.group_id, &[]),
+            TrafficEvent::Receipt(r) => self.keeps_parts(Kind::Receipt, r.user_id, None, None, &r.notified),
+            TrafficEvent::Typing(t) => self.keeps_parts(Kind::Typing, t.sender_id, t.receiver_id, t.group_id, &t.recipient_ids),
         }
+    }
+
+    /// The filter over an event's parts: its kind, who acted, the user or group it was
+    /// addressed to, and everyone else it concerns.
+    fn keeps_parts(&self, kind: Kind, actor: UserId, receiver: Option<UserId>, group: Option<GroupId>, others: &[UserId]) -> bool {
+        let wanted = match kind {
+            Kind::Message => self.message,
+            Kind::Refused => self.refused,
+            Kind::Receipt => self.receipt,
+            Kind::Typing => self.typing,
+        };
+        wanted
+            && self.group.is_none_or(|g| group == Some(g))
+            && self.user.is_none_or(|u| actor == u || receiver == Some(u) || others.contains(&u))
     }
 }
 
-/// A send read from the inbound topic (cluster mode): metadata only, never the body.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SendEvent {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    /// `d:<a>:<b>` or `g:<group>`.
-    conversation: String,
-    sender_id: UserId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    receiver_id: Option<UserId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group_id: Option<GroupId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_msg_id: Option<String>,
-    /// Node of the sending connection.
-    node: NodeId,
-    body_bytes: usize,
-    media: bool,
-    /// When this tail read it, Unix ms.
-    timestamp: i64,
+/// The kinds of traffic event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Message,
+    Refused,
+    Receipt,
+    Typing,
 }
 
-impl SendEvent {
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    fn of(job: router::SendJob) -> Self {
-        use switchboard_core::protocol::Target;
-        let (receiver_id, group_id) = match job.frame.target {
-            Target::User(u) => (Some(u), None),
-            Target::Group(g) => (None, Some(g)),
+/// One record of the tap topic (cluster mode), as a tail reads it: the event's JSON, passed
+/// through as published.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TapLine {
+    event: serde_json::Value,
+    #[serde(default)]
+    recipient_ids: Vec<UserId>,
+}
+
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl TapLine {
+    /// Whether `f` keeps it; `lagged` lines are always kept.
+    fn kept_by(&self, f: &Filter) -> bool {
+        let e = &self.event;
+        let user = |k: &str| e[k].as_i64().map(UserId);
+        let kind = match e["type"].as_str() {
+            Some("message") => Kind::Message,
+            Some("refused") => Kind::Refused,
+            Some("receipt") => Kind::Receipt,
+            Some("typing") => Kind::Typing,
+            Some("lagged") => return true,
+            _ => return false,
         };
-        Self {
-            kind: "send",
-            conversation: job.frame.target.conversation(job.origin.user).to_string(),
-            sender_id: job.origin.user,
-            receiver_id,
-            group_id,
-            client_msg_id: job.frame.client_msg_id,
-            node: job.origin.node,
-            body_bytes: job.frame.text.len(),
-            media: job.frame.media.is_some(),
-            timestamp: switchboard_core::time::now_ms(),
-        }
+        let actor = if kind == Kind::Receipt { user("userId") } else { user("senderId") };
+        let Some(actor) = actor else { return false };
+        f.keeps_parts(kind, actor, user("receiverId"), e["groupId"].as_i64().map(GroupId), &self.recipient_ids)
     }
 }
 
@@ -197,9 +203,10 @@ pub async fn tail(State(s): State<Arc<AppState>>, ApiQuery(q): ApiQuery<TailQuer
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the gateway is shutting down"));
     }
     let slot = Slot::take(&s)?;
-    let sends = open_sends(&s)?;
-    // Subscribed before the `start` line is written: everything routed after it is seen.
-    let events = s.router.tap();
+    // Subscribed before the `start` line is written: everything routed after it is seen (in
+    // cluster mode, once the tap topic's partition is assigned: a second or so).
+    let taps = open_taps(&s).await?;
+    let events = taps.is_none().then(|| s.router.tap());
     if bodies {
         tracing::warn!(user = ?filter.user, group = ?filter.group, "admin tail with message bodies started");
     } else {
@@ -221,12 +228,11 @@ pub async fn tail(State(s): State<Arc<AppState>>, ApiQuery(q): ApiQuery<TailQuer
         shutdown: s.shutdown.clone(),
         state: s,
         events,
-        sends,
+        taps,
         filter,
         bodies,
         heartbeat,
         ended: false,
-        groups: Default::default(),
         _slot: slot,
     };
     // The stream owns the subscription: when the client goes away hyper drops the body, and
@@ -248,21 +254,19 @@ fn line(v: &impl Serialize) -> Bytes {
     Bytes::from(b)
 }
 
-/// Group members cached per tail (cluster `send` events name only the group).
-const GROUP_CACHE: Duration = Duration::from_secs(30);
-
 /// One open tail: the stream's state.
 struct Tail {
     state: Arc<AppState>,
     start: Option<Bytes>,
     shutdown: tokio_util::sync::CancellationToken,
-    events: tokio::sync::broadcast::Receiver<TrafficEvent>,
-    sends: Option<Sends>,
+    /// The router's tap (standalone).
+    events: Option<tokio::sync::broadcast::Receiver<TrafficEvent>>,
+    /// The tap topic (cluster).
+    taps: Option<Taps>,
     filter: Filter,
     bodies: bool,
     heartbeat: Interval,
     ended: bool,
-    groups: std::collections::HashMap<GroupId, (Instant, Vec<UserId>)>,
     _slot: Slot,
 }
 
@@ -282,7 +286,7 @@ impl Tail {
                     self.ended = true;
                     return Some(line(&json!({"type": "end", "reason": "shutdown"})));
                 }
-                r = self.events.recv() => match r {
+                r = next_event(&mut self.events) => match r {
                     Ok(e) if self.filter.keeps(&e) => Some(self.render(e)),
                     Ok(_) => None,
                     Err(RecvError::Lagged(skipped)) => Some(line(&json!({"type": "lagged", "skipped": skipped}))),
@@ -291,10 +295,10 @@ impl Tail {
                         return Some(line(&json!({"type": "end", "reason": "router stopped"})));
                     }
                 },
-                r = next_send(&mut self.sends) => match r {
-                    Ok(e) => self.keeps_send(&e).await.then(|| line(&e)),
+                r = next_tap(&mut self.taps) => match r {
+                    Ok(t) => t.kept_by(&self.filter).then(|| line(&t.event)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "admin tail: reading the inbound topic failed");
+                        tracing::warn!(error = %e, "admin tail: reading the tap topic failed");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         Some(line(&json!({"type": "error", "code": "kafka", "message": e})))
                     }
@@ -316,82 +320,66 @@ impl Tail {
         }
         line(&e)
     }
+}
 
-    /// The filter for a cluster `send` event; a group's members are looked up (and cached)
-    /// only for a user filter.
-    async fn keeps_send(&mut self, e: &SendEvent) -> bool {
-        let f = self.filter;
-        if !f.message || f.group.is_some_and(|g| e.group_id != Some(g)) {
-            return false;
-        }
-        let Some(u) = f.user else { return true };
-        if e.sender_id == u || e.receiver_id == Some(u) {
-            return true;
-        }
-        let Some(g) = e.group_id else { return false };
-        if let Some((at, members)) = self.groups.get(&g) {
-            if at.elapsed() < GROUP_CACHE {
-                return members.contains(&u);
-            }
-        }
-        let members = match self.state.store.group(g).await {
-            Ok(Some(group)) => group.members,
-            Ok(None) => Vec::new(),
-            Err(error) => {
-                tracing::warn!(%error, "admin tail: group lookup failed");
-                return false;
-            }
-        };
-        let keep = members.contains(&u);
-        self.groups.insert(g, (Instant::now(), members));
-        keep
+/// The next tap event, or never when the tail has no subscription.
+async fn next_event(events: &mut Option<tokio::sync::broadcast::Receiver<TrafficEvent>>) -> Result<TrafficEvent, RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-/// The next `send` event, or never when the tail reads no topic.
-async fn next_send(sends: &mut Option<Sends>) -> Result<SendEvent, String> {
-    match sends {
-        Some(s) => s.next().await,
+/// The next record of the tap topic, or never when the tail reads no topic.
+async fn next_tap(taps: &mut Option<Taps>) -> Result<TapLine, String> {
+    match taps {
+        Some(t) => t.next().await,
         None => std::future::pending().await,
     }
 }
 
 #[cfg(not(feature = "cluster"))]
-enum Sends {}
+enum Taps {}
 
 #[cfg(not(feature = "cluster"))]
-impl Sends {
-    async fn next(&mut self) -> Result<SendEvent, String> {
+impl Taps {
+    async fn next(&mut self) -> Result<TapLine, String> {
         match *self {}
     }
 }
 
 #[cfg(not(feature = "cluster"))]
-fn open_sends(_: &AppState) -> Result<Option<Sends>, ApiError> {
+async fn open_taps(_: &AppState) -> Result<Option<Taps>, ApiError> {
     Ok(None)
 }
 
 #[cfg(feature = "cluster")]
-use kafka::{open_sends, Sends};
+use kafka::{open_taps, Taps};
 
-/// Cluster mode: the inbound topic read from its end by a consumer group of this tail alone.
+/// Cluster mode: the tap topic read from its end by a consumer group of this tail alone, and
+/// the Redis flag that makes every process publish to it, renewed while the tail is open.
 #[cfg(feature = "cluster")]
 pub(super) mod kafka {
-    use super::SendEvent;
+    use super::TapLine;
     use crate::http::error::ApiError;
     use crate::state::AppState;
+    use router::cluster::TAP_WANTED_TTL;
+    use std::sync::Arc;
     use switchboard_core::bus::{KafkaConfig, KafkaLog, LogConsumer};
     use switchboard_core::config::Mode;
+    use tokio::time::{Interval, MissedTickBehavior};
 
     /// Records handed out at once (each is dropped, never acknowledged, right after reading).
     const IN_FLIGHT: usize = 64;
 
-    /// A consumer in a fresh group that starts at the end of each partition and commits
+    /// A consumer in a fresh group that starts at the end of the tap topic and commits
     /// nothing; closed and its group deleted when the tail ends.
-    pub(super) struct Sends {
+    pub(super) struct Taps {
         consumer: Option<LogConsumer>,
         log: KafkaLog,
         group: String,
+        state: Arc<AppState>,
+        renew: Interval,
     }
 
     /// The admin API's Kafka client: the cluster's settings, consumers starting at the end of
@@ -409,33 +397,53 @@ pub(super) mod kafka {
         Ok(log)
     }
 
-    pub(super) fn open_sends(s: &AppState) -> Result<Option<Sends>, ApiError> {
+    /// Tells every process to publish its events (Redis), and subscribes to the tap topic.
+    pub(super) async fn open_taps(s: &Arc<AppState>) -> Result<Option<Taps>, ApiError> {
         if s.cfg.mode != Mode::Cluster {
             return Ok(None);
         }
+        want_tap(s).await?;
         let log = tail_log(s)?;
+        let topic = router::cluster::tap_topic(&s.cfg);
+        log.ensure_topic(&topic, 1).await.map_err(ApiError::from)?;
         let node: String = s.node.0.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         let group = format!("{}tail.{node}.{}", s.cfg.cluster.topic_prefix, uuid::Uuid::new_v4().simple());
-        let topic = router::cluster::inbound_topic(&s.cfg);
         let consumer = log.consumer(&[&topic], &group, IN_FLIGHT).map_err(ApiError::from)?;
-        Ok(Some(Sends { consumer: Some(consumer), log, group }))
+        let period = TAP_WANTED_TTL / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Some(Taps { consumer: Some(consumer), log, group, state: s.clone(), renew }))
     }
 
-    impl Sends {
-        pub(super) async fn next(&mut self) -> Result<SendEvent, String> {
-            let consumer = self.consumer.as_mut().expect("open until dropped");
+    async fn want_tap(s: &AppState) -> Result<(), ApiError> {
+        let redis = &super::super::cluster::clients(s).await?.redis;
+        redis.want_tap(TAP_WANTED_TTL).await.map_err(|e| super::super::nodes::unavailable("redis", e))
+    }
+
+    impl Taps {
+        pub(super) async fn next(&mut self) -> Result<TapLine, String> {
             loop {
-                // Dropped unacknowledged: its slot is freed and no offset is ever stored.
-                let record = consumer.next().await.map_err(|e| e.to_string())?;
-                match serde_json::from_slice::<router::SendJob>(&record.payload) {
-                    Ok(job) => return Ok(SendEvent::of(job)),
-                    Err(error) => tracing::debug!(%error, offset = record.offset, "admin tail: not a send job"),
+                let consumer = self.consumer.as_mut().expect("open until dropped");
+                tokio::select! {
+                    r = consumer.next() => {
+                        // Dropped unacknowledged: its slot is freed and no offset is ever stored.
+                        let record = r.map_err(|e| e.to_string())?;
+                        match serde_json::from_slice::<TapLine>(&record.payload) {
+                            Ok(t) => return Ok(t),
+                            Err(error) => tracing::debug!(%error, offset = record.offset, "admin tail: not a tap record"),
+                        }
+                    }
+                    _ = self.renew.tick() => {
+                        if let Err(e) = want_tap(&self.state).await {
+                            tracing::warn!(error = %e.message, "admin tail: tap flag not renewed");
+                        }
+                    }
                 }
             }
         }
     }
 
-    impl Drop for Sends {
+    impl Drop for Taps {
         fn drop(&mut self) {
             let Some(consumer) = self.consumer.take() else { return };
             let (log, group) = (self.log.clone(), std::mem::take(&mut self.group));
@@ -456,7 +464,7 @@ pub(super) mod kafka {
 mod tests {
     use super::*;
     use router::{MessageEvent, ReceiptEvent, TypingEvent};
-    use switchboard_core::ids::MessageId;
+    use switchboard_core::ids::{MessageId, NodeId};
     use switchboard_core::protocol::ReceiptStatus;
 
     fn query(user: Option<i64>, group: Option<i64>, types: Option<&str>) -> TailQuery {

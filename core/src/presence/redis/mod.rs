@@ -26,6 +26,7 @@
 //! | --- | --- | --- |
 //! | `P{u:<user>}` | hash | field `<node>:<conn>` → `<epoch>:<expires_ms>:<device>`, one per connection |
 //! | `P{nodes}` | hash | field `<node>` → `<epoch>:<expires_ms>:<advertised addr>`, one per node |
+//! | `Ptap:wanted` | string | set (with a TTL) while some node serves a traffic tail: processes publish their traffic events to the tap topic only then |
 //! | `P{nodes}:admin` | hash | field `<node>` → its admin listener address (`host:port`), rewritten with each heartbeat |
 //!
 //! `expires_ms` is a Unix time in ms. A user key carries a Redis TTL of at least `ttl`, raised
@@ -280,6 +281,28 @@ impl RedisPresence {
     /// [`PresenceError::Redis`] when Redis fails.
     pub async fn is_user_revoked(&self, user: UserId) -> Result<bool, PresenceError> {
         let n: i64 = ::redis::cmd("EXISTS").arg(self.keys.revoked(user)).query_async(&mut self.conn.clone()).await?;
+        Ok(n > 0)
+    }
+
+    /// Asks every process to publish its traffic events to the tap topic for `ttl` (renew it
+    /// while a tail is open).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn want_tap(&self, ttl: Duration) -> Result<(), PresenceError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        ::redis::cmd("SET").arg(self.keys.tap_wanted()).arg(now_ms()).arg("PX").arg(ms).query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Whether some node serves a traffic tail (see [`Self::want_tap`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn tap_wanted(&self) -> Result<bool, PresenceError> {
+        let n: i64 = ::redis::cmd("EXISTS").arg(self.keys.tap_wanted()).query_async(&mut self.conn.clone()).await?;
         Ok(n > 0)
     }
 

@@ -42,6 +42,11 @@ impl Keys {
         format!("{}{{nodes}}", self.prefix)
     }
 
+    /// The flag a node sets while it serves a cluster traffic tail: `<prefix>tap:wanted`.
+    pub fn tap_wanted(&self) -> String {
+        format!("{}tap:wanted", self.prefix)
+    }
+
     /// The hash of every node's admin listener address: `<prefix>{nodes}:admin` (field node id).
     pub fn node_admins(&self) -> String {
         format!("{}{{nodes}}:admin", self.prefix)
