@@ -836,6 +836,16 @@ async fn cluster_mode_any_node_answers_for_the_others() {
     let u = chatctl(&s, &["-o", "json", "node", "undrain", "gw-test-b"]).await.ok().json();
     assert_eq!(u["state"], "serving", "{u}");
     assert_eq!(chatctl(&s, &["node", "drain", "gw-nope", "--yes"]).await.code, 3);
+
+    // Disabling a user through node A closes their socket on node B at once (node B says so).
+    let d = s.user("dan").await;
+    let (_wa2, _) = s.ws(&a).await; // node A
+    let (mut wd, _) = s.ws(&d).await; // node B
+    let r = chatctl(&s, &["-o", "json", "user", "disable", &d.id.to_string(), "--yes"]).await.ok().json();
+    assert_eq!(r["closedConnections"], 1, "{r}");
+    assert_eq!(close_of(&mut wd).await, (1008, "account disabled".to_owned()));
+    let r = chatctl(&s, &["-o", "json", "user", "enable", &d.id.to_string()]).await.ok().json();
+    assert_eq!(r["disabled"], false, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,15 @@
 //! Accounts: show (profile, devices, presence, undelivered count), create, disable, enable,
 //! delete. A user is named by id or by email.
+//!
+//! Cluster mode: a disable, enable or delete changes the shared store and Redis once, on the
+//! node asked, which then tells every other node ([`super::peers`]) so each closes the user's
+//! sockets and updates its own revocation set at once, rather than at its next 5 s poll.
 
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -164,7 +168,7 @@ pub struct Changed {
     user_id: UserId,
     disabled: bool,
     deleted: bool,
-    /// Sockets closed on this node (other nodes close theirs through the shared revocation).
+    /// Sockets closed (cluster: on every node that answered).
     closed_connections: usize,
 }
 
@@ -177,33 +181,89 @@ fn close_sockets(s: &AppState, user: UserId, reason: &'static str) -> usize {
     n
 }
 
+/// The user a request forwarded by another node names (by id: that node made the change and
+/// asks this one for its local effects only), or `None` for a request to act on.
+fn forwarded_user(s: &AppState, headers: &HeaderMap, who: &str) -> Result<Option<UserId>, ApiError> {
+    #[cfg(feature = "cluster")]
+    if s.cfg.mode == switchboard_core::config::Mode::Cluster && !super::peers::fans_out(s, headers) {
+        return who.parse().map(|id| Some(UserId(id))).map_err(|_| ApiError::invalid("a forwarded request names the user by id"));
+    }
+    let _ = (s, headers, who);
+    Ok(None)
+}
+
+/// Cluster: has every other node apply the change's local effects; the sockets they closed.
+async fn on_other_nodes(s: &AppState, headers: &HeaderMap, method: axum::http::Method, path: &str) -> usize {
+    #[cfg(feature = "cluster")]
+    if super::peers::fans_out(s, headers) {
+        let answers = match super::peers::gather(s, method, path).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "other nodes not told; they follow at their next revocation poll");
+                return 0;
+            }
+        };
+        let mut closed = 0;
+        for (peer, answer) in answers {
+            match answer {
+                Ok(v) => closed += v["closedConnections"].as_u64().unwrap_or(0) as usize,
+                Err(error) => tracing::warn!(node = %peer.node, %error, "node not told; it follows at its next revocation poll"),
+            }
+        }
+        return closed;
+    }
+    let _ = (s, headers, method, path);
+    0
+}
+
 /// `POST /admin/v1/users/{user}/disable`: login refused, every token refused at once (here and,
 /// through the shared revocation set, on every node), sockets closed with 1008.
-pub async fn disable(State(s): State<Arc<AppState>>, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
-    let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
-    s.store.set_disabled(user, true).await?;
+pub async fn disable(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
+    let user = match forwarded_user(&s, &headers, &who)? {
+        Some(user) => user,
+        None => {
+            let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
+            s.store.set_disabled(user, true).await?;
+            user
+        }
+    };
     s.revoked.revoke(user).await;
-    let closed = close_sockets(&s, user, DISABLED_REASON);
+    let mut closed = close_sockets(&s, user, DISABLED_REASON);
+    closed += on_other_nodes(&s, &headers, axum::http::Method::POST, &format!("/users/{}/disable", user.0)).await;
     tracing::warn!(user_id = %user, closed, "user disabled by an operator");
     Ok(Json(Changed { user_id: user, disabled: true, deleted: false, closed_connections: closed }))
 }
 
 /// `POST /admin/v1/users/{user}/enable`: login allowed again.
-pub async fn enable(State(s): State<Arc<AppState>>, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
-    let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
-    s.store.set_disabled(user, false).await?;
+pub async fn enable(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
+    let user = match forwarded_user(&s, &headers, &who)? {
+        Some(user) => user,
+        None => {
+            let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
+            s.store.set_disabled(user, false).await?;
+            user
+        }
+    };
     s.revoked.unrevoke(user).await;
+    on_other_nodes(&s, &headers, axum::http::Method::POST, &format!("/users/{}/enable", user.0)).await;
     tracing::warn!(user_id = %user, "user enabled by an operator");
     Ok(Json(Changed { user_id: user, disabled: false, deleted: false, closed_connections: 0 }))
 }
 
 /// `DELETE /admin/v1/users/{user}`: as the user's own `DELETE /user/{id}`: profile
 /// anonymised, email and phone freed, every token refused, sockets closed with 1008.
-pub async fn delete(State(s): State<Arc<AppState>>, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
-    let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
-    s.store.delete_user(user).await?;
+pub async fn delete(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiPath(who): ApiPath<String>) -> Result<Json<Changed>, ApiError> {
+    let user = match forwarded_user(&s, &headers, &who)? {
+        Some(user) => user,
+        None => {
+            let user = lookup(&s, Who::parse(&who)?).await?.user.user_id;
+            s.store.delete_user(user).await?;
+            user
+        }
+    };
     s.revoked.revoke(user).await;
-    let closed = close_sockets(&s, user, "account deleted");
+    let mut closed = close_sockets(&s, user, "account deleted");
+    closed += on_other_nodes(&s, &headers, axum::http::Method::DELETE, &format!("/users/{}", user.0)).await;
     tracing::warn!(user_id = %user, closed, "user deleted by an operator");
     Ok(Json(Changed { user_id: user, disabled: false, deleted: true, closed_connections: closed }))
 }
