@@ -6,7 +6,7 @@
 //! gateway process; the router and the storage worker killed and restarted mid-stream.
 #![cfg(feature = "cluster")]
 
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 use switchboard_core::config::Config;
 use testkit::cluster::{Broker, Namespace, Process};
@@ -25,8 +25,19 @@ struct Cluster {
     _broker: Broker,
 }
 
+/// Admin token of every node of these clusters.
+const ADMIN_TOKEN: &str = "cluster-test-admin-token";
+
 fn clustered(c: &mut Config, ns: &Namespace, broker: &Broker, node: &str) {
     testkit::cluster::apply(c, ns, &broker.brokers, node);
+    c.server.admin_token = Some(ADMIN_TOKEN.into());
+}
+
+/// Node `id` as node `s`'s admin API lists it.
+async fn node_as_listed(s: &TestServer, id: &str) -> Value {
+    let url = format!("{}/admin/v1/nodes", s.admin);
+    let v: Value = reqwest::Client::new().get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    v["nodes"].as_array().unwrap().iter().find(|n| n["nodeId"] == id).cloned().unwrap_or(Value::Null)
 }
 
 impl Cluster {
@@ -233,6 +244,9 @@ async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() 
         assert!(tokio::time::Instant::now() < deadline, "bob never showed online via node C");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Node A's admin API shows node C with its own figures, fetched from its admin listener.
+    let listed = node_as_listed(&c.a, "gw-c").await;
+    assert_eq!((listed["state"].as_str(), listed["connections"].as_u64()), (Some("serving"), Some(1)), "{listed}");
     node_c.kill();
     let killed = tokio::time::Instant::now();
     // Presence TTL is 3 s: gone within one TTL (plus a refresh period of slack).
@@ -241,6 +255,17 @@ async fn a_killed_node_drops_out_of_presence_and_its_users_catch_up_elsewhere() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(ws_c);
+    // Once its heartbeat has expired, operators see it as dead (not silently gone).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = node_as_listed(&c.a, "gw-c").await;
+        if listed["state"] == "dead" {
+            assert!(listed["lastHeartbeat"].is_i64() && listed["connections"].is_null(), "{listed}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node C not listed dead: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (mut wa, _) = c.a.ws(&ann).await;
     let ack = wa.send_msg("after-kill", json!({"receiverId": bob.id}), "are you there?").await;
     assert_eq!(ack["type"], "ack");

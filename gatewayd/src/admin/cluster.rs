@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use switchboard_core::bus::{GroupLag, KafkaConfig, KafkaLog};
 use switchboard_core::ids::NodeId;
 use switchboard_core::presence::{RedisPresence, RedisPresenceConfig, RedisTarget};
+use switchboard_core::time::now_ms;
 
 /// Longest a probe may take.
 const PROBE: Duration = Duration::from_secs(5);
@@ -42,19 +43,22 @@ pub(super) async fn clients(s: &AppState) -> Result<&AdminClients, ApiError> {
         .await
 }
 
-/// Redis's node table, this node's live figures merged in, every other node's from its own
-/// admin listener (asked at once; `reachable: false` and `null` figures when it does not
-/// answer). The last heartbeat is the registration's expiry minus the presence TTL.
+/// Redis's node table, this node's live figures merged in, every other live node's from its
+/// own admin listener (asked at once; `unreachable` with `null` figures when it does not
+/// answer). A node whose heartbeat expired (less than an hour ago; older records are dropped)
+/// is `dead`. The last heartbeat is the registration's expiry minus the presence TTL.
 pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
     let c = clients(s).await?;
-    let (list, admins) = tokio::time::timeout(PROBE, async { tokio::try_join!(c.redis.list_nodes(), c.redis.node_admins()) })
+    let (list, admins) = tokio::time::timeout(PROBE, async { tokio::try_join!(c.redis.node_records(), c.redis.node_admins()) })
         .await
         .map_err(|_| unavailable("redis", "timed out"))?
         .map_err(|e| unavailable("redis", e))?;
     let ttl = s.cfg.cluster.presence_ttl.as_millis() as i64;
+    let now = now_ms();
     let views = list.into_iter().map(|n| {
         let heartbeat = n.expires_ms - ttl;
         let admin = admins.get(&n.node).cloned();
+        let dead = n.expires_ms <= now;
         async move {
             if n.node == s.node {
                 let mut v = local_view(s);
@@ -62,6 +66,7 @@ pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
                 return v;
             }
             let remote = match &admin {
+                _ if dead => Err("heartbeat expired".to_owned()),
                 Some(a) => remote_view(s, &peers::Peer { node: n.node.0.clone(), admin: a.clone() }).await,
                 None => Err("no admin address advertised".to_owned()),
             };
@@ -78,13 +83,13 @@ pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
                     tracing::debug!(node = %n.node, %error, "node's admin listener did not answer");
                     NodeView {
                         node_id: n.node.0,
-                        state: "unreachable".into(),
+                        state: if dead { "dead".into() } else { "unreachable".into() },
                         local: false,
                         mode: "cluster".into(),
                         version: None,
                         address: Some(n.addr),
                         admin_address: admin,
-                        reachable: Some(false),
+                        reachable: (!dead).then_some(false),
                         uptime_secs: None,
                         connections: None,
                         users: None,

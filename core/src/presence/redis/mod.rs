@@ -324,6 +324,17 @@ impl RedisPresence {
     ///
     /// [`PresenceError::Redis`] when Redis fails.
     pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, PresenceError> {
+        let now = now_ms();
+        Ok(self.node_records().await?.into_iter().filter(|n| n.expires_ms > now).collect())
+    }
+
+    /// Every node record, by id: the live ones and those expired less than [`NODE_FORGET`]
+    /// ago (dead nodes, for operators). Drops the older ones.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Redis`] when Redis fails.
+    pub async fn node_records(&self) -> Result<Vec<NodeInfo>, PresenceError> {
         let table = self.fetch_table().await?;
         let now = now_ms();
         let forget_ms = i64::try_from(NODE_FORGET.as_millis()).unwrap_or(i64::MAX);
@@ -343,9 +354,9 @@ impl RedisPresence {
                 debug!(%error, "long-dead nodes' admin addresses not dropped; retried by the next listing");
             }
         }
-        let mut live: Vec<NodeInfo> = table.nodes.values().filter(|n| n.expires_ms > now).cloned().collect();
-        live.sort_by(|a, b| a.node.0.cmp(&b.node.0));
-        Ok(live)
+        let mut kept: Vec<NodeInfo> = table.nodes.values().filter(|n| n.expires_ms.saturating_add(forget_ms) >= now).cloned().collect();
+        kept.sort_by(|a, b| a.node.0.cmp(&b.node.0));
+        Ok(kept)
     }
 
     fn ttl_ms(&self) -> i64 {
