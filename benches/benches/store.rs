@@ -1,15 +1,18 @@
 //! SQLite group commit (`storage_workers::sqlite::SqliteStore::append`): one `append` call is
-//! one job on the writer thread, i.e. one transaction with one savepoint per message. Batches
-//! of 1, 64 and 512 direct messages (100-character bodies, a fresh `clientMsgId` each, so the
-//! dedupe lookup runs and misses) with `durability = "normal"`, in a fresh database in a
-//! temporary directory that grows as the bench runs. The time includes the async round trip to
-//! the writer thread.
+//! one job on the writer thread, i.e. one transaction. `store/sqlite_append`: batches of 1, 64
+//! and 512 direct messages from one user to another (100-character bodies, a fresh
+//! `clientMsgId` each, so the dedupe check runs and misses), all in one conversation.
+//! `store/sqlite_append_spread`: batches of 512 such messages, each in a different direct
+//! conversation (512 sender/receiver pairs), the case where nothing is shared between the
+//! messages of a batch. `durability = "normal"`, one fresh database in a temporary directory
+//! that grows as the bench runs (the spread group runs second). The time includes the async
+//! round trip to the writer thread.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicU64, Ordering};
 use storage_workers::sqlite::SqliteStore;
 use switchboard_core::config::{Durability, StorageConfig};
-use switchboard_core::ids::DeviceId;
+use switchboard_core::ids::{DeviceId, UserId};
 use switchboard_core::protocol::Target;
 use switchboard_core::store::{MessageStore, NewMessage, NewUser};
 
@@ -56,6 +59,32 @@ fn bench_append(c: &mut Criterion) {
     let results = rt.block_on(store.append(batch(4)));
     assert!(results.iter().all(|r| r.as_ref().is_ok_and(|a| !a.duplicate && a.recipients == [bob])));
 
+    const PAIRS: u32 = 512;
+    let pairs: Vec<(UserId, UserId)> = rt.block_on(async {
+        let mut pairs = Vec::with_capacity(PAIRS as usize);
+        for p in 0..PAIRS {
+            let a = store.create_user(new_user(10 + 2 * p)).await.expect("spread user").user_id;
+            let b = store.create_user(new_user(11 + 2 * p)).await.expect("spread user").user_id;
+            pairs.push((a, b));
+        }
+        pairs
+    });
+    let spread_batch = |n: usize| -> Vec<NewMessage> {
+        (0..n)
+            .map(|i| {
+                let (from, to) = pairs[i % pairs.len()];
+                NewMessage {
+                    sender: from,
+                    sender_device: device.clone(),
+                    client_msg_id: Some(format!("c-{}", next_id.fetch_add(1, Ordering::Relaxed))),
+                    target: Target::User(to),
+                    text: text.clone(),
+                    media_id: None,
+                }
+            })
+            .collect()
+    };
+
     let mut g = c.benchmark_group("store/sqlite_append");
     g.sample_size(20);
     for n in [1usize, 64, 512] {
@@ -72,6 +101,23 @@ fn bench_append(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("store/sqlite_append_spread");
+    g.sample_size(20);
+    let n = PAIRS as usize;
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+        b.to_async(&rt).iter_batched(
+            || spread_batch(n),
+            |msgs| async {
+                let out = store.append(msgs).await;
+                assert!(out.iter().all(Result::is_ok));
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
     drop(store);
     drop(dir);

@@ -3,7 +3,8 @@
 
 use super::pool::backend;
 use super::users;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 use switchboard_core::ids::{ConversationId, DeviceId, MessageId, UserId};
 use switchboard_core::protocol::{MediaRef, MessageView, ReceiptStatus, Target};
 use switchboard_core::store::{Appended, Backlog, ChatSummary, NewMessage, Page, ReceiptNotices, StoreError, SyncFrom};
@@ -61,145 +62,272 @@ pub fn message(c: &Connection, id: MessageId) -> Result<Option<(MessageView, Con
         .map_err(backend)
 }
 
-/// What [`check`] found for a send that may be written.
-pub enum Checked {
-    /// A resend: the stored original.
-    Duplicate(Appended),
-    /// New: its media reference, if any.
-    New(Option<MediaRef>),
+/// One append job's view of a conversation: read on its first message, kept up to date in
+/// memory by the job's writes, and stored once by [`Batch::finish`], so the `conversations`
+/// row and the authors' marks are written once per conversation per job rather than once or
+/// twice per message.
+struct Conv {
+    key: String,
+    /// Whether its `conversations` row exists (a direct conversation is created by its first
+    /// message, at [`Batch::finish`]).
+    exists: bool,
+    last_seq: i64,
+    last_message_id: i64,
+    /// Every member, ascending.
+    members: Vec<UserId>,
+    /// Authors of this job's messages here, each with the highest seq they wrote.
+    authors: Vec<(UserId, i64)>,
 }
 
-/// The read-only half of an append: the dedupe lookup, the receiver or membership, and the
-/// media reference. Every refusal happens here, before anything is written, so a batch needs
-/// no savepoint per message.
-pub fn check(c: &Connection, m: &NewMessage) -> Result<Checked, StoreError> {
-    if let Some(cid) = &m.client_msg_id {
-        let sql = format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.sender_id = ?1 AND m.client_msg_id = ?2");
-        let found = c.prepare_cached(&sql).and_then(|mut st| st.query_row(params![m.sender.0, cid], view_row).optional());
-        if let Some((view, conversation)) = found.map_err(backend)? {
-            return Ok(Checked::Duplicate(Appended { view, conversation, recipients: Vec::new(), duplicate: true }));
+/// An append job on the writer's connection: checks and writes its messages one by one, in
+/// order, and then [`Batch::finish`] stores what it kept in memory and indexes the new
+/// messages for search. Every refusal happens in the read-only checks, before anything of its
+/// message is written, so a job needs no savepoint per message; an error from a write leaves
+/// the job half written and must fail the whole job (its caller rolls back).
+pub struct Batch<'c> {
+    c: &'c Connection,
+    convs: HashMap<ConversationId, Conv>,
+    /// Whether a receiver exists (not deleted), per user asked about.
+    receivers: HashMap<UserId, bool>,
+    /// The first and last id written: one writer, so every id between is this job's.
+    new_ids: Option<(i64, i64)>,
+    /// The statements run per message or per conversation, each taken from the connection's
+    /// statement cache once per job rather than at every use (a lookup hashes the SQL text).
+    insert_message: Option<CachedStatement<'c>>,
+    insert_inbox: Option<CachedStatement<'c>>,
+    load_conv: Option<CachedStatement<'c>>,
+    user_exists: Option<CachedStatement<'c>>,
+}
+
+/// The statement in `slot`, prepared (through the cache) on first use.
+fn stmt<'a, 'c>(c: &'c Connection, slot: &'a mut Option<CachedStatement<'c>>, sql: &str) -> Result<&'a mut CachedStatement<'c>, StoreError> {
+    match slot {
+        Some(st) => Ok(st),
+        None => Ok(slot.insert(c.prepare_cached(sql).map_err(backend)?)),
+    }
+}
+
+impl<'c> Batch<'c> {
+    pub fn new(c: &'c Connection) -> Self {
+        Self {
+            c,
+            convs: HashMap::new(),
+            receivers: HashMap::new(),
+            new_ids: None,
+            insert_message: None,
+            insert_inbox: None,
+            load_conv: None,
+            user_exists: None,
         }
     }
-    match m.target {
-        Target::User(u) => {
-            users::user(c, u)?.ok_or(StoreError::NotFound("receiver"))?;
+
+    /// Appends one message. The outer error is a failed write (the job must be rolled
+    /// back); the inner one a refusal of this message alone, which wrote nothing.
+    pub fn append(&mut self, m: &NewMessage) -> Result<Result<Appended, StoreError>, StoreError> {
+        let conv = m.target.conversation(m.sender);
+        let media = match self.check(m, conv) {
+            Ok(media) => media,
+            // A resend is answered with the original even where a new send would be refused.
+            Err(refused) => {
+                return Ok(match self.duplicate(m) {
+                    Ok(Some(a)) => Ok(a),
+                    Ok(None) => Err(refused),
+                    Err(e) => Err(e),
+                })
+            }
+        };
+        let c = self.c;
+        let cv = self.convs.get_mut(&conv).expect("loaded by check");
+        let seq = cv.last_seq + 1;
+        let ts = now_ms();
+        // A resend hits the dedupe index here: nothing is written and the original answered.
+        let inserted = stmt(
+            c,
+            &mut self.insert_message,
+            "INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING",
+        )?
+        .execute(params![cv.key, seq, m.sender.0, m.sender_device.0, m.client_msg_id, m.text, m.media_id, ts])
+        .map_err(backend)?;
+        if inserted == 0 {
+            return Ok(match self.duplicate(m) {
+                Ok(Some(a)) => Ok(a),
+                Ok(None) => Err(StoreError::NotFound("original of a resend")),
+                Err(e) => Err(e),
+            });
         }
-        Target::Group(g) => {
-            if !is_member(c, &m.target.conversation(m.sender).to_string(), m.sender)? {
-                return Err(match users::group(c, g)? {
-                    Some(_) => StoreError::Forbidden("not a member of this group"),
-                    None => StoreError::NotFound("group"),
-                });
+        let id = c.last_insert_rowid();
+        cv.last_seq = seq;
+        cv.last_message_id = id;
+        match cv.authors.iter_mut().find(|(u, _)| *u == m.sender) {
+            Some(a) => a.1 = seq,
+            None => cv.authors.push((m.sender, seq)),
+        }
+        self.new_ids = Some(self.new_ids.map_or((id, id), |(first, _)| (first, id)));
+        let recipients: Vec<UserId> = cv.members.iter().copied().filter(|u| *u != m.sender).collect();
+        let inbox = stmt(c, &mut self.insert_inbox, "INSERT OR IGNORE INTO inbox (user_id, message_id) VALUES (?1, ?2)")?;
+        for u in recipients.iter().chain([&m.sender]) {
+            inbox.execute(params![u.0, id]).map_err(backend)?;
+        }
+        let (receiver_id, group_id) = match m.target {
+            Target::User(u) => (Some(u), None),
+            Target::Group(g) => (None, Some(g)),
+        };
+        let view = MessageView {
+            message_id: MessageId(id),
+            sender_id: m.sender,
+            receiver_id,
+            group_id,
+            message: m.text.clone(),
+            media,
+            conversation_seq: seq,
+            timestamp: ts,
+            client_msg_id: m.client_msg_id.clone(),
+        };
+        Ok(Ok(Appended { view, conversation: conv, recipients, duplicate: false }))
+    }
+
+    /// The read-only half of an append: the receiver or membership, and the media reference.
+    fn check(&mut self, m: &NewMessage, conv: ConversationId) -> Result<Option<MediaRef>, StoreError> {
+        match m.target {
+            Target::User(u) => {
+                let exists = match self.receivers.get(&u) {
+                    Some(&e) => e,
+                    None => {
+                        let e = stmt(self.c, &mut self.user_exists, "SELECT 1 FROM users WHERE id = ?1 AND deleted_at IS NULL")?
+                            .exists([u.0])
+                            .map_err(backend)?;
+                        self.receivers.insert(u, e);
+                        e
+                    }
+                };
+                if !exists {
+                    return Err(StoreError::NotFound("receiver"));
+                }
+                self.conv(conv, Some([m.sender, u]))?;
+            }
+            Target::Group(g) => {
+                if !self.conv(conv, None)?.members.contains(&m.sender) {
+                    return Err(match users::group(self.c, g)? {
+                        Some(_) => StoreError::Forbidden("not a member of this group"),
+                        None => StoreError::NotFound("group"),
+                    });
+                }
             }
         }
+        Ok(match &m.media_id {
+            Some(id) => {
+                let md = users::media_for(self.c, m.sender, id)?.ok_or(StoreError::NotFound("media"))?;
+                Some(MediaRef { media_id: md.media_id, content_type: Some(md.content_type), size: Some(md.size) })
+            }
+            None => None,
+        })
     }
-    Ok(Checked::New(match &m.media_id {
-        Some(id) => {
-            let md = users::media_for(c, m.sender, id)?.ok_or(StoreError::NotFound("media"))?;
-            Some(MediaRef { media_id: md.media_id, content_type: Some(md.content_type), size: Some(md.size) })
+
+    /// The conversation, read on first use (its row and members in one statement). A direct
+    /// one not yet stored starts empty with both `direct` users as members (stored with its
+    /// first message).
+    fn conv(&mut self, conv: ConversationId, direct: Option<[UserId; 2]>) -> Result<&mut Conv, StoreError> {
+        use std::collections::hash_map::Entry;
+        let e = match self.convs.entry(conv) {
+            Entry::Occupied(e) => return Ok(e.into_mut()),
+            Entry::Vacant(e) => e,
+        };
+        let key = conv.to_string();
+        let st = stmt(
+            self.c,
+            &mut self.load_conv,
+            "SELECT c.last_seq, c.last_message_id, m.user_id FROM conversations c
+             LEFT JOIN members m ON m.conv_id = c.id WHERE c.id = ?1",
+        )?;
+        let mut rows = st.query([&key]).map_err(backend)?;
+        let (mut exists, mut last_seq, mut last_message_id, mut members) = (false, 0, 0, Vec::new());
+        while let Some(r) = rows.next().map_err(backend)? {
+            (exists, last_seq, last_message_id) = (true, r.get(0).map_err(backend)?, r.get(1).map_err(backend)?);
+            if let Some(u) = r.get::<_, Option<i64>>(2).map_err(backend)? {
+                members.push(UserId(u));
+            }
         }
-        None => None,
-    }))
+        drop(rows);
+        members.sort_unstable();
+        if let (false, Some([a, b])) = (exists, direct) {
+            members = vec![a.min(b), a.max(b)];
+            members.dedup();
+        }
+        // Every group has its conversation row (`users::create_group`): without one, no members.
+        Ok(e.insert(Conv { key, exists, last_seq, last_message_id, members, authors: Vec::new() }))
+    }
+
+    /// The stored original of a resend, if `m` is one.
+    fn duplicate(&self, m: &NewMessage) -> Result<Option<Appended>, StoreError> {
+        let Some(cid) = &m.client_msg_id else { return Ok(None) };
+        let sql = format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.sender_id = ?1 AND m.client_msg_id = ?2");
+        let found = self.c.prepare_cached(&sql).and_then(|mut st| st.query_row(params![m.sender.0, cid], view_row).optional());
+        Ok(found
+            .map_err(backend)?
+            .map(|(view, conversation)| Appended { view, conversation, recipients: Vec::new(), duplicate: true }))
+    }
+
+    /// Stores what the job kept in memory: each written conversation's sequence and last
+    /// message (creating a new direct one with its members), the authors' own marks (an
+    /// author has, by definition, seen their own message), and the new messages' search index
+    /// entries, in one statement (the index is flushed once per job, not per message).
+    pub fn finish(self) -> Result<(), StoreError> {
+        let c = self.c;
+        let (mut update, mut create, mut member, mut marks) = (None, None, None, None);
+        for cv in self.convs.values().filter(|cv| !cv.authors.is_empty()) {
+            if cv.exists {
+                stmt(c, &mut update, "UPDATE conversations SET last_seq = ?2, last_message_id = ?3 WHERE id = ?1")?
+                    .execute(params![cv.key, cv.last_seq, cv.last_message_id])
+                    .map_err(backend)?;
+                let marks = stmt(
+                    c,
+                    &mut marks,
+                    "UPDATE members SET delivered_seq = MAX(delivered_seq, ?3), read_seq = MAX(read_seq, ?3)
+                     WHERE conv_id = ?1 AND user_id = ?2",
+                )?;
+                for (u, seq) in &cv.authors {
+                    marks.execute(params![cv.key, u.0, seq]).map_err(backend)?;
+                }
+            } else {
+                stmt(c, &mut create, "INSERT INTO conversations (id, last_seq, last_message_id) VALUES (?1, ?2, ?3)")?
+                    .execute(params![cv.key, cv.last_seq, cv.last_message_id])
+                    .map_err(backend)?;
+                let member = stmt(
+                    c,
+                    &mut member,
+                    "INSERT OR IGNORE INTO members (conv_id, user_id, delivered_seq, read_seq) VALUES (?1, ?2, ?3, ?3)",
+                )?;
+                for u in &cv.members {
+                    let seen = cv.authors.iter().find(|(a, _)| a == u).map_or(0, |(_, seq)| *seq);
+                    member.execute(params![cv.key, u.0, seen]).map_err(backend)?;
+                }
+            }
+        }
+        if let Some((first, last)) = self.new_ids {
+            index_for_search(c, first, last)?;
+        }
+        Ok(())
+    }
 }
 
-/// Appends one message: [`check`], [`write`] and [`index_for_search`]. An error from the write
-/// half may leave part of the message written: the caller rolls back (a savepoint or the
-/// whole batch).
+/// Appends one message as a job of its own ([`Batch`]); an error may leave part of it
+/// written: the caller rolls back (a savepoint).
 pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
-    match check(c, m)? {
-        Checked::Duplicate(a) => Ok(a),
-        Checked::New(media) => {
-            let a = write(c, m, media)?;
-            index_for_search(c, a.view.message_id, a.view.message_id)?;
-            Ok(a)
-        }
-    }
+    let mut b = Batch::new(c);
+    let r = b.append(m)?;
+    b.finish()?;
+    r
 }
 
 /// Adds messages `first..=last` (written in this transaction) to the full-text index, in one
-/// statement: the index is flushed once per batch rather than once per message.
-pub fn index_for_search(c: &Connection, first: MessageId, last: MessageId) -> Result<(), StoreError> {
+/// statement.
+fn index_for_search(c: &Connection, first: i64, last: i64) -> Result<(), StoreError> {
     c.prepare_cached("INSERT INTO messages_fts(rowid, body) SELECT id, body FROM messages WHERE id BETWEEN ?1 AND ?2")
-        .and_then(|mut st| st.execute(params![first.0, last.0]))
+        .and_then(|mut st| st.execute(params![first, last]))
         .map(|_| ())
         .map_err(backend)
-}
-
-/// The write half of an append, for a message [`check`] found new: the conversation sequence,
-/// the row, inbox rows and the author's own marks. Not yet searchable: the caller runs
-/// [`index_for_search`] over the batch's new ids.
-pub fn write(c: &Connection, m: &NewMessage, media: Option<MediaRef>) -> Result<Appended, StoreError> {
-    let conv = m.target.conversation(m.sender);
-    let conv_s = conv.to_string();
-    let next_seq = |c: &Connection| {
-        c.prepare_cached("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")
-            .and_then(|mut st| st.query_row([&conv_s], |r| r.get::<_, i64>(0)).optional())
-            .map_err(backend)
-    };
-    let seq = match (next_seq(c)?, m.target) {
-        (Some(seq), _) => seq,
-        // The first message of a direct conversation creates it with both members.
-        (None, Target::User(u)) => {
-            c.prepare_cached("INSERT OR IGNORE INTO conversations (id) VALUES (?1)").and_then(|mut st| st.execute([&conv_s])).map_err(backend)?;
-            let mut ins = c.prepare_cached("INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)").map_err(backend)?;
-            ins.execute(params![conv_s, m.sender.0]).map_err(backend)?;
-            ins.execute(params![conv_s, u.0]).map_err(backend)?;
-            next_seq(c)?.ok_or(StoreError::NotFound("conversation"))?
-        }
-        // `check` found the sender a member, so the group's conversation exists.
-        (None, Target::Group(_)) => return Err(StoreError::NotFound("group")),
-    };
-    let ts = now_ms();
-    c.prepare_cached(
-        "INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut st| st.execute(params![conv_s, seq, m.sender.0, m.sender_device.0, m.client_msg_id, m.text, m.media_id, ts]))
-    .map_err(backend)?;
-    let id = c.last_insert_rowid();
-    c.prepare_cached("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1")
-        .and_then(|mut st| st.execute(params![conv_s, id]))
-        .map_err(backend)?;
-    let recipients = conv_members(c, &conv_s, m.sender)?;
-    let mut inbox = c.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, message_id) VALUES (?1, ?2)").map_err(backend)?;
-    for u in recipients.iter().chain([&m.sender]) {
-        inbox.execute(params![u.0, id]).map_err(backend)?;
-    }
-    // The author has, by definition, seen their own message.
-    c.prepare_cached(
-        "UPDATE members SET delivered_seq = MAX(delivered_seq, ?3), read_seq = MAX(read_seq, ?3)
-         WHERE conv_id = ?1 AND user_id = ?2",
-    )
-    .and_then(|mut st| st.execute(params![conv_s, m.sender.0, seq]))
-    .map_err(backend)?;
-    let (receiver_id, group_id) = match m.target {
-        Target::User(u) => (Some(u), None),
-        Target::Group(g) => (None, Some(g)),
-    };
-    let view = MessageView {
-        message_id: MessageId(id),
-        sender_id: m.sender,
-        receiver_id,
-        group_id,
-        message: m.text.clone(),
-        media,
-        conversation_seq: seq,
-        timestamp: ts,
-        client_msg_id: m.client_msg_id.clone(),
-    };
-    Ok(Appended { view, conversation: conv, recipients, duplicate: false })
-}
-
-fn is_member(c: &Connection, conv: &str, u: UserId) -> Result<bool, StoreError> {
-    c.prepare_cached("SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2")
-        .and_then(|mut st| st.exists(params![conv, u.0]))
-        .map_err(backend)
-}
-
-fn conv_members(c: &Connection, conv: &str, except: UserId) -> Result<Vec<UserId>, StoreError> {
-    let mut st = c.prepare_cached("SELECT user_id FROM members WHERE conv_id = ?1 AND user_id != ?2").map_err(backend)?;
-    let rows = st.query_map(params![conv, except.0], |r| Ok(UserId(r.get(0)?))).map_err(backend)?;
-    rows.collect::<Result<_, _>>().map_err(backend)
 }
 
 pub fn direct_peers(c: &Connection, user: UserId) -> Result<Vec<UserId>, StoreError> {

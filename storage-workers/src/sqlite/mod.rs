@@ -122,31 +122,20 @@ impl MessageStore for SqliteStore {
     async fn append(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
         let n = batch.len();
         let batch = std::sync::Arc::new(batch);
-        // Fast path: refusals happen in `check`, before anything is written, so the batch needs
-        // no savepoint per message (each would also flush the full-text index). A write that
-        // fails fails the whole job, whose savepoint the writer rolls back...
+        // Fast path: one `messages::Batch` for the whole job. Refusals happen in its checks,
+        // before anything of their message is written, so the batch needs no savepoint per
+        // message (each would also flush the full-text index). A write that fails fails the
+        // whole job, whose savepoint the writer rolls back...
         let all = batch.clone();
         let res = self
             .writer
             .write(move |c| {
+                let mut batch = messages::Batch::new(c);
                 let mut out = Vec::with_capacity(all.len());
-                let mut new_ids = None;
                 for m in all.iter() {
-                    out.push(match messages::check(c, m) {
-                        Ok(messages::Checked::Duplicate(a)) => Ok(a),
-                        Ok(messages::Checked::New(media)) => {
-                            let a = messages::write(c, m, media)?;
-                            let id = a.view.message_id;
-                            new_ids = Some(new_ids.map_or((id, id), |(first, _)| (first, id)));
-                            Ok(a)
-                        }
-                        Err(refused) => Err(refused),
-                    });
+                    out.push(batch.append(m)?);
                 }
-                // One writer: the batch's new ids are consecutive, and no other row lies between.
-                if let Some((first, last)) = new_ids {
-                    messages::index_for_search(c, first, last)?;
-                }
+                batch.finish()?;
                 Ok(out)
             })
             .await;

@@ -91,6 +91,37 @@ DROP TRIGGER messages_fts_insert;
 // 3: operators can disable an account (admin API, `chatctl user disable`); NULL = enabled.
 r#"
 ALTER TABLE users ADD COLUMN disabled_at INTEGER;
+"#,
+// 4: a cheaper append (the store bench in benches/MICRO.md). Rebuilds `messages` without
+// AUTOINCREMENT: every INSERT read and rewrote its `sqlite_sequence` row. Ids stay as they
+// were, and the next one is still the highest plus one: messages are never deleted, so no id
+// can be handed out twice. Rebuilds the full-text index without per-document sizes
+// (`columnsize=0`; only ranking functions read them, and search orders by id), and lets each
+// level collect 16 segments before merging them instead of 4 (`automerge`): the merges were
+// most of the index's cost. Takes time proportional to the number of messages, once.
+r#"
+DROP TABLE messages_fts;
+CREATE TABLE messages_new (
+    id            INTEGER PRIMARY KEY,
+    conv_id       TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    sender_id     INTEGER NOT NULL,
+    sender_device TEXT NOT NULL,
+    client_msg_id TEXT,
+    body          TEXT NOT NULL,
+    media_id      TEXT,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (conv_id, seq)
+);
+INSERT INTO messages_new (id, conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
+    SELECT id, conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at FROM messages ORDER BY id;
+DROP TABLE messages;
+ALTER TABLE messages_new RENAME TO messages;
+CREATE UNIQUE INDEX messages_dedupe ON messages(sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE INDEX messages_by_media ON messages(media_id) WHERE media_id IS NOT NULL;
+CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_rowid='id', columnsize=0);
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 16);
 "#];
 
 /// Brings the database to the newest schema version.

@@ -2,10 +2,12 @@
 //! opens a fresh store in its own temporary directory; the durability case reopens that
 //! directory.
 
-use super::SqliteStore;
+use super::{schema, SqliteStore};
 use std::sync::Arc;
 use switchboard_core::config::StorageConfig;
-use switchboard_core::store::MessageStore;
+use switchboard_core::ids::{DeviceId, MessageId, UserId};
+use switchboard_core::protocol::Target;
+use switchboard_core::store::{MessageStore, NewMessage};
 use tempfile::TempDir;
 
 /// A fresh store in a fresh directory (the `TempDir` keeps the directory for the test).
@@ -21,3 +23,103 @@ async fn reopen(dir: &TempDir) -> Arc<dyn MessageStore> {
 }
 
 crate::message_store_contract!(open, reopen);
+
+/// A database written before migration 4 (`messages` with AUTOINCREMENT, the full-text index
+/// with document sizes) keeps its messages, ids, sequences, resend keys and search through the
+/// upgrade, and new messages continue after them.
+#[tokio::test]
+async fn migration_4_keeps_messages_ids_and_search() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchboard.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for (i, sql) in schema::MIGRATIONS[..3].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", i + 1).expect("user_version");
+        }
+        // What the store wrote before migration 4 for two messages from alice (1) to bob (2).
+        conn.execute_batch(
+            "INSERT INTO users (user_name, email, phone, created_at)
+                 VALUES ('alice', 'alice@example.com', '+1', 1), ('bob', 'bob@example.com', '+2', 1);
+             INSERT INTO conversations (id, last_seq, last_message_id) VALUES ('d:1:2', 2, 2);
+             INSERT INTO members (conv_id, user_id, delivered_seq, read_seq) VALUES ('d:1:2', 1, 2, 2), ('d:1:2', 2, 0, 0);
+             INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, created_at)
+                 VALUES ('d:1:2', 1, 1, 'phone', 'c-1', 'hello migrated world', 1),
+                        ('d:1:2', 2, 1, 'phone', 'c-2', 'second migrated note', 2);
+             INSERT INTO messages_fts (rowid, body) SELECT id, body FROM messages;
+             INSERT INTO inbox (user_id, message_id) VALUES (1, 1), (2, 1), (1, 2), (2, 2);",
+        )
+        .expect("old data");
+    }
+    let store = SqliteStore::open(dir.path(), &StorageConfig::default()).expect("open and migrate");
+    let (alice, bob) = (UserId(1), UserId(2));
+    let ids = |v: Vec<switchboard_core::protocol::MessageView>| v.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.search(bob, "migrated", 10).await.unwrap()), [MessageId(2), MessageId(1)]);
+
+    let dm = |cid: &str, text: &str| NewMessage {
+        sender: alice,
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(cid.into()),
+        target: Target::User(bob),
+        text: text.into(),
+        media_id: None,
+    };
+    let again = store.append(vec![dm("c-1", "hello migrated world")]).await.remove(0).expect("resend");
+    assert!(again.duplicate);
+    assert_eq!(again.view.message_id, MessageId(1));
+    let new = store.append(vec![dm("c-3", "third migrated note")]).await.remove(0).expect("send");
+    assert!(!new.duplicate);
+    assert_eq!((new.view.message_id, new.view.conversation_seq), (MessageId(3), 3));
+    assert_eq!(ids(store.search(bob, "note", 10).await.unwrap()), [MessageId(3), MessageId(2)]);
+    let history = store.history(new.conversation, bob, None, 10).await.unwrap().items;
+    assert_eq!(history.iter().map(|m| m.conversation_seq).collect::<Vec<_>>(), [1, 2, 3]);
+
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, schema::MIGRATIONS.len());
+    let automerge: i64 = conn.query_row("SELECT v FROM messages_fts_config WHERE k = 'automerge'", [], |r| r.get(0)).unwrap();
+    assert_eq!(automerge, 16);
+}
+
+/// A write that fails inside an append batch fails only its own messages: the batch is rolled
+/// back and retried one message at a time, the others are stored, and nothing of the failed
+/// ones remains.
+#[tokio::test]
+async fn a_failed_write_fails_only_its_own_messages() {
+    let (dir, store) = open().await;
+    let mut ids = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let nu = switchboard_core::store::NewUser {
+            user_name: name.into(),
+            email: format!("{name}@example.com"),
+            phone_number: format!("+1-{name}"),
+            password_hash: "h".into(),
+        };
+        ids.push(store.create_user(nu).await.expect("user").user_id);
+    }
+    let (alice, bob, carol) = (ids[0], ids[1], ids[2]);
+    let dm = |to: UserId, text: &str| NewMessage {
+        sender: alice,
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(to),
+        text: text.into(),
+        media_id: None,
+    };
+    let one = store.append(vec![dm(bob, "one"), dm(carol, "x")]).await.remove(0).expect("send");
+    // A stale sequence makes the next message to bob collide with `one` on (conv_id, seq).
+    let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).expect("open");
+    conn.execute("UPDATE conversations SET last_seq = 0 WHERE id = ?1", [one.conversation.to_string()]).expect("stale seq");
+
+    let out = store.append(vec![dm(bob, "two"), dm(carol, "y"), dm(bob, "three")]).await;
+    assert!(out[0].is_err() && out[2].is_err(), "{out:?}");
+    assert_eq!(out[1].as_ref().expect("carol's message").view.conversation_seq, 2);
+    let texts = |v: Vec<switchboard_core::protocol::MessageView>| v.into_iter().map(|m| m.message).collect::<Vec<_>>();
+    assert_eq!(texts(store.history(one.conversation, bob, None, 10).await.unwrap().items), ["one"]);
+    let to_carol = out[1].as_ref().unwrap().conversation;
+    assert_eq!(texts(store.history(to_carol, carol, None, 10).await.unwrap().items), ["x", "y"]);
+    let inbox: i64 = conn.query_row("SELECT COUNT(*) FROM inbox WHERE user_id = ?1", [bob.0], |r| r.get(0)).unwrap();
+    assert_eq!(inbox, 1, "no inbox row of a failed message");
+    assert!(store.search(bob, "two", 10).await.unwrap().is_empty());
+    assert_eq!(texts(store.search(carol, "y", 10).await.unwrap()), ["y"]);
+}
