@@ -3,6 +3,7 @@
 
 use super::pool::backend;
 use super::users;
+use super::QueryCached;
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 use switchboard_core::ids::{ConversationId, DeviceId, MessageId, UserId};
@@ -57,7 +58,7 @@ fn views(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Mess
 }
 
 pub fn message(c: &Connection, id: MessageId) -> Result<Option<(MessageView, ConversationId)>, StoreError> {
-    c.query_row(&format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.id = ?1"), [id.0], view_row)
+    c.query_row_cached(&format!("SELECT {MSG_COLS} FROM {MSG_FROM} WHERE m.id = ?1"), [id.0], view_row)
         .optional()
         .map_err(backend)
 }
@@ -344,7 +345,7 @@ pub fn direct_peers(c: &Connection, user: UserId) -> Result<Vec<UserId>, StoreEr
 pub fn history(c: &Connection, conv: ConversationId, viewer: UserId, before: Option<i64>, limit: usize) -> Result<Page<MessageView>, StoreError> {
     let conv_s = conv.to_string();
     let joined: i64 = c
-        .query_row("SELECT joined_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, viewer.0], |r| r.get(0))
+        .query_row_cached("SELECT joined_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, viewer.0], |r| r.get(0))
         .optional()
         .map_err(backend)?
         .unwrap_or(0);
@@ -409,14 +410,14 @@ fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, rea
         ConversationId::Direct(..) => {
             let peer = conv.peer_of(user);
             let name: Option<String> = c
-                .query_row("SELECT user_name FROM users WHERE id = ?1", [peer.map_or(0, |p| p.0)], |r| r.get(0))
+                .query_row_cached("SELECT user_name FROM users WHERE id = ?1", [peer.map_or(0, |p| p.0)], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             ("direct", peer, None, name.unwrap_or_default())
         }
         ConversationId::Group(g) => {
             let name: Option<String> =
-                c.query_row("SELECT name FROM groups WHERE id = ?1", [g.0], |r| r.get(0)).optional().map_err(backend)?;
+                c.query_row_cached("SELECT name FROM groups WHERE id = ?1", [g.0], |r| r.get(0)).optional().map_err(backend)?;
             ("group", None, Some(g), name.unwrap_or_default())
         }
     };
@@ -472,7 +473,7 @@ pub fn receipt(c: &Connection, user: UserId, device: &DeviceId, id: MessageId, s
     }
     let conv_s = conv.to_string();
     let marks: Option<(i64, i64)> = c
-        .query_row("SELECT delivered_seq, read_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, user.0], |r| {
+        .query_row_cached("SELECT delivered_seq, read_seq FROM members WHERE conv_id = ?1 AND user_id = ?2", params![conv_s, user.0], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()
@@ -504,7 +505,7 @@ pub fn backlog(c: &Connection, user: UserId, device: &DeviceId, from: SyncFrom, 
     let from = match from {
         SyncFrom::Device => {
             let cursor: Option<Option<i64>> = c
-                .query_row("SELECT cursor FROM devices WHERE user_id = ?1 AND device_id = ?2", params![user.0, device.0], |r| r.get(0))
+                .query_row_cached("SELECT cursor FROM devices WHERE user_id = ?1 AND device_id = ?2", params![user.0, device.0], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             match cursor.flatten() {

@@ -34,6 +34,19 @@ pub struct SqliteStore {
     _checkpointer: pool::Checkpointer,
 }
 
+/// `query_row` through the connection's statement cache: reads on the connect path (device
+/// cursor, names, marks) would otherwise parse their SQL on every call.
+pub(crate) trait QueryCached {
+    /// [`rusqlite::Connection::query_row`] with a cached statement.
+    fn query_row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>;
+}
+
+impl QueryCached for rusqlite::Connection {
+    fn query_row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) `<data_dir>/switchboard.db`.
     ///
@@ -44,8 +57,10 @@ impl SqliteStore {
         let path = data_dir.join("switchboard.db");
         let mut conn = pool::open_writer(&path, cfg.durability).map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
-        let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability).map_err(backend)?;
-        Ok(Self { writer: Writer::spawn(conn, cfg.batch_max), readers: Readers::new(&path, cfg.readers), _checkpointer: checkpointer })
+        let wal = pool::WalLength::default();
+        let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability, wal.clone()).map_err(backend)?;
+        let writer = Writer::spawn(conn, cfg.batch_max, wal);
+        Ok(Self { writer, readers: Readers::new(&path, cfg.readers), _checkpointer: checkpointer })
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`super::SqliteStore`] on the writer thread or a reader.
 
 use super::pool::backend;
+use super::QueryCached;
 use rusqlite::{params, Connection, ErrorCode as SqlCode, OptionalExtension, Row};
 use switchboard_core::ids::{ConversationId, DeviceId, GroupId, MessageId, UserId};
 use switchboard_core::store::{
@@ -47,7 +48,7 @@ pub fn user(c: &Connection, id: UserId) -> Result<Option<User>, StoreError> {
 }
 
 pub fn credentials(c: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
-    c.query_row(
+    c.query_row_cached(
         &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL AND disabled_at IS NULL"),
         [email],
         |r| Ok((user_row(r)?, r.get(5)?)),
@@ -100,8 +101,8 @@ pub fn account(c: &Connection, who: &UserLookup) -> Result<Option<Account>, Stor
     let sql = |by: &str| format!("SELECT {USER_COLS}, disabled_at, created_at FROM users WHERE {by} = ?1 AND deleted_at IS NULL");
     let row = |r: &Row<'_>| Ok((user_row(r)?, r.get::<_, Option<i64>>(5)?.is_some(), r.get::<_, i64>(6)?));
     let found = match who {
-        UserLookup::Id(id) => c.query_row(&sql("id"), [id.0], row),
-        UserLookup::Email(email) => c.query_row(&sql("email"), [email.trim()], row),
+        UserLookup::Id(id) => c.query_row_cached(&sql("id"), [id.0], row),
+        UserLookup::Email(email) => c.query_row_cached(&sql("email"), [email.trim()], row),
     }
     .optional()
     .map_err(backend)?;
@@ -147,7 +148,7 @@ pub fn save_refresh(c: &Connection, jti: &str, user: UserId, device: &DeviceId, 
 
 pub fn use_refresh(c: &Connection, jti: &str) -> Result<RefreshOutcome, StoreError> {
     let row: Option<(i64, String, i64, Option<i64>)> = c
-        .query_row("SELECT user_id, device_id, expires_at, used_at FROM refresh_tokens WHERE jti = ?1", [jti], |r| {
+        .query_row_cached("SELECT user_id, device_id, expires_at, used_at FROM refresh_tokens WHERE jti = ?1", [jti], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()
@@ -179,7 +180,7 @@ pub fn create_group(c: &Connection, name: &str, creator: UserId) -> Result<Group
 
 pub fn group(c: &Connection, id: GroupId) -> Result<Option<Group>, StoreError> {
     let head: Option<(String, i64)> = c
-        .query_row("SELECT name, created_by FROM groups WHERE id = ?1", [id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row_cached("SELECT name, created_by FROM groups WHERE id = ?1", [id.0], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
     let Some((group_name, created_by)) = head else { return Ok(None) };
