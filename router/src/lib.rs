@@ -2,10 +2,11 @@
 //!
 //! Sends from every connection enter one bounded queue. A single task takes whatever is queued
 //! (up to `batch_max`), appends it to the [`MessageStore`] in one transaction (group commit:
-//! authorization, resend dedupe and the conversation sequence happen there), then, in commit
-//! order, acks each sender and publishes one [`Delivery`] per node holding recipients.
-//! Because one task commits and fans out in order, every node receives a conversation's
-//! messages in sequence order.
+//! authorization, resend dedupe and the conversation sequence happen there), then hands the
+//! committed batch to a second task that, in commit order, acks each sender and publishes one
+//! [`Delivery`] per node holding recipients, while the first appends the next batch. Appends
+//! run one after another and fan-outs in the order of their commits, so every node receives a
+//! conversation's messages in sequence order.
 //!
 //! Receipts and typing go straight through [`RouterCore::receipt`] and [`RouterCore::typing`].
 //!
@@ -246,7 +247,19 @@ impl RouterCore {
     }
 }
 
+/// A committed batch on its way from the append stage to the fan-out stage.
+type Committed = (Vec<SendJob>, Vec<Result<Appended, StoreError>>, Instant);
+
 async fn send_loop(shared: Arc<RouterCore>, mut rx: mpsc::Receiver<SendJob>, batch_max: usize, shutdown: CancellationToken) {
+    // Fan-outs run on their own task, in commit order, overlapping the next batch's append
+    // (the writer would otherwise wait for each fan-out). One committed batch may wait.
+    let (to_fan_out, mut committed) = mpsc::channel::<Committed>(1);
+    let fan = shared.clone();
+    let fanning = tokio::spawn(async move {
+        while let Some((jobs, results, started)) = committed.recv().await {
+            fan.fan_out(jobs, results, started).await;
+        }
+    });
     let mut jobs = Vec::with_capacity(batch_max);
     loop {
         let n = tokio::select! {
@@ -255,7 +268,9 @@ async fn send_loop(shared: Arc<RouterCore>, mut rx: mpsc::Receiver<SendJob>, bat
                 // Stop taking new sends, then route everything already accepted.
                 rx.close();
                 while rx.recv_many(&mut jobs, batch_max).await > 0 {
-                    shared.route_batch(std::mem::take(&mut jobs)).await;
+                    if !append_then_hand_over(&shared, std::mem::take(&mut jobs), &to_fan_out).await {
+                        break;
+                    }
                 }
                 break;
             }
@@ -263,9 +278,22 @@ async fn send_loop(shared: Arc<RouterCore>, mut rx: mpsc::Receiver<SendJob>, bat
         if n == 0 {
             break;
         }
-        shared.route_batch(std::mem::take(&mut jobs)).await;
+        if !append_then_hand_over(&shared, std::mem::take(&mut jobs), &to_fan_out).await {
+            break;
+        }
+    }
+    drop(to_fan_out);
+    if let Err(error) = fanning.await {
+        tracing::error!(%error, "router fan-out task failed");
     }
     tracing::info!("router stopped");
+}
+
+/// Appends `batch` and queues it for fan-out; false once the fan-out task is gone.
+async fn append_then_hand_over(shared: &RouterCore, batch: Vec<SendJob>, to_fan_out: &mpsc::Sender<Committed>) -> bool {
+    let started = Instant::now();
+    let results = shared.append_batch(&batch).await;
+    to_fan_out.send((batch, results, started)).await.is_ok()
 }
 
 impl RouterCore {
@@ -273,6 +301,12 @@ impl RouterCore {
     /// fans each new message out, one delivery per node. Refused sends get an error frame.
     pub async fn route_batch(&self, jobs: Vec<SendJob>) {
         let started = Instant::now();
+        let results = self.append_batch(&jobs).await;
+        self.fan_out(jobs, results, started).await;
+    }
+
+    /// Appends a batch in one store transaction: one result per job, in order.
+    async fn append_batch(&self, jobs: &[SendJob]) -> Vec<Result<Appended, StoreError>> {
         metrics::histogram!(names::ROUTER_BATCH_SIZE).record(jobs.len() as f64);
         let batch = jobs
             .iter()
@@ -285,7 +319,12 @@ impl RouterCore {
                 media_id: j.frame.media.as_ref().map(|m| m.media_id.clone()),
             })
             .collect();
-        let results = self.store.append(batch).await;
+        self.store.append(batch).await
+    }
+
+    /// In commit order: acks each sender, fans each new message out (one delivery per node),
+    /// answers refused sends with an error frame, hands offline recipients to push.
+    async fn fan_out(&self, jobs: Vec<SendJob>, results: Vec<Result<Appended, StoreError>>, started: Instant) {
         // One presence lookup for everyone this batch reaches.
         let mut everyone: Vec<UserId> = Vec::new();
         for (job, r) in jobs.iter().zip(&results) {
