@@ -187,6 +187,27 @@ pub struct NewMessage {
     pub media_id: Option<String>,
 }
 
+impl NewMessage {
+    /// How this message reads once stored as `id`, `seq`-th of its conversation, at `timestamp`.
+    pub fn stored_view(&self, id: MessageId, seq: i64, timestamp: i64, media: Option<crate::protocol::MediaRef>) -> MessageView {
+        let (receiver_id, group_id) = match self.target {
+            Target::User(u) => (Some(u), None),
+            Target::Group(g) => (None, Some(g)),
+        };
+        MessageView {
+            message_id: id,
+            sender_id: self.sender,
+            receiver_id,
+            group_id,
+            message: self.text.clone(),
+            media,
+            conversation_seq: seq,
+            timestamp,
+            client_msg_id: self.client_msg_id.clone(),
+        }
+    }
+}
+
 /// A committed message and who must get it.
 #[derive(Debug, Clone)]
 pub struct Appended {

@@ -128,21 +128,7 @@ pub async fn append(c: &impl GenericClient, m: &NewMessage) -> Result<Appended, 
         &[&conv_s, &m.sender.0, &seq],
     )
     .await?;
-    let (receiver_id, group_id) = match m.target {
-        Target::User(u) => (Some(u), None),
-        Target::Group(g) => (None, Some(g)),
-    };
-    let view = MessageView {
-        message_id: MessageId(id),
-        sender_id: m.sender,
-        receiver_id,
-        group_id,
-        message: m.text.clone(),
-        media,
-        conversation_seq: seq,
-        timestamp: ts,
-        client_msg_id: m.client_msg_id.clone(),
-    };
+    let view = m.stored_view(MessageId(id), seq, ts, media);
     Ok(Appended { view, conversation: conv, recipients, duplicate: false })
 }
 

@@ -171,21 +171,7 @@ impl<'c> Batch<'c> {
         for u in recipients.iter().chain([&m.sender]) {
             inbox.execute(params![u.0, id]).map_err(backend)?;
         }
-        let (receiver_id, group_id) = match m.target {
-            Target::User(u) => (Some(u), None),
-            Target::Group(g) => (None, Some(g)),
-        };
-        let view = MessageView {
-            message_id: MessageId(id),
-            sender_id: m.sender,
-            receiver_id,
-            group_id,
-            message: m.text.clone(),
-            media,
-            conversation_seq: seq,
-            timestamp: ts,
-            client_msg_id: m.client_msg_id.clone(),
-        };
+        let view = m.stored_view(MessageId(id), seq, ts, media);
         Ok(Ok(Appended { view, conversation: conv, recipients, duplicate: false }))
     }
 
