@@ -644,7 +644,9 @@ pub fn parse_overrides(flags: &[String]) -> Result<Vec<(String, String)>, Config
         .collect()
 }
 
-fn literal(v: &str) -> toml::Value {
+/// A `--set KEY=VALUE` value: TOML if it parses as one (`2048`, `"1y"`, `[...]`), else the bare
+/// string.
+pub fn literal(v: &str) -> toml::Value {
     format!("x = {v}")
         .parse::<toml::Table>()
         .ok()

@@ -235,20 +235,9 @@ pub fn compare(a: &Path, b: &Path) -> Result<()> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` and `YYYYMMDD-HHMMSS` for Unix seconds.
 pub fn utc(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    (format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z"), format!("{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}"))
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    let (y, mo, d, h, m, s) = switchboard_core::time::utc_civil(secs);
+    (switchboard_core::time::iso_utc(secs), format!("{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}"))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use switchboard_core::config::literal;
 
 /// What a scenario does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,15 +208,6 @@ impl Scenario {
     pub fn messaging(&self) -> bool {
         matches!(self.kind, Kind::Direct | Kind::Group | Kind::Mixed)
     }
-}
-
-/// A `--set` value: TOML if it parses as one, else the bare string.
-fn literal(v: &str) -> toml::Value {
-    format!("x = {v}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("x"))
-        .unwrap_or_else(|| toml::Value::String(v.to_owned()))
 }
 
 #[cfg(test)]
