@@ -104,16 +104,7 @@ pub const TAP_WANTED_TTL: Duration = Duration::from_secs(30);
 /// How often a process looks whether a tail wants its events.
 const TAP_POLL: Duration = Duration::from_secs(1);
 
-/// One record of the tap topic: the event, without a body, and everyone it concerns (so
-/// tails can filter by user without a lookup).
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TapRecord<E> {
-    /// The [`crate::TrafficEvent`], serialized (`type` tag, camelCase).
-    pub event: E,
-    /// Recipients of a message or typing indicator; authors told about a receipt.
-    pub recipient_ids: Vec<switchboard_core::ids::UserId>,
-}
+pub use crate::tap::TapRecord;
 
 /// Publishes `core`'s traffic events to the tap topic while Redis says some node serves a
 /// tail ([`RedisPresence::tap_wanted`], polled every second), never otherwise. Bodies are

@@ -25,7 +25,7 @@
 pub mod cluster;
 pub mod tap;
 
-pub use tap::{MessageEvent, ReceiptEvent, RefusedEvent, TrafficEvent, TypingEvent, TAP_CAPACITY};
+pub use tap::{MessageEvent, ReceiptEvent, RefusedEvent, TapRecord, TrafficEvent, TypingEvent, TAP_CAPACITY};
 use tap::{message_event, split};
 
 use bytes::Bytes;

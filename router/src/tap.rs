@@ -12,6 +12,19 @@ use switchboard_core::store::Appended;
 /// Traffic events a tap subscriber may fall behind by before it loses the oldest ones.
 pub const TAP_CAPACITY: usize = 1024;
 
+/// One record of the cluster's tap topic (`router::cluster::spawn_tap_publisher`): the event,
+/// without a body, and everyone it concerns, so tails filter by user without a lookup. Written
+/// with `E = &TrafficEvent`, read back as `E = serde_json::Value` (lines pass through as sent).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TapRecord<E> {
+    /// The [`TrafficEvent`], serialized (`type` tag, camelCase).
+    pub event: E,
+    /// Recipients of a message or typing indicator; authors told about a receipt.
+    #[serde(default)]
+    pub recipient_ids: Vec<UserId>,
+}
+
 /// What the router did, for live tails (`GET /admin/v1/tail`, `chatctl msg tail`). Serialized
 /// with a `type` tag: `message`, `refused`, `receipt`, `typing`.
 #[derive(Debug, Clone, Serialize)]

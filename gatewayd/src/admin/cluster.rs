@@ -48,11 +48,7 @@ pub(super) async fn clients(s: &AppState) -> Result<&AdminClients, ApiError> {
 /// answer). A node whose heartbeat expired (less than an hour ago; older records are dropped)
 /// is `dead`. The last heartbeat is the registration's expiry minus the presence TTL.
 pub async fn nodes(s: &Arc<AppState>) -> Result<Vec<NodeView>, ApiError> {
-    let c = clients(s).await?;
-    let (list, admins) = tokio::time::timeout(PROBE, async { tokio::try_join!(c.redis.node_records(), c.redis.node_admins()) })
-        .await
-        .map_err(|_| unavailable("redis", "timed out"))?
-        .map_err(|e| unavailable("redis", e))?;
+    let (list, admins) = peers::node_table(s).await?;
     let ttl = s.cfg.cluster.presence_ttl.as_millis() as i64;
     let now = now_ms();
     let views = list.into_iter().map(|n| {

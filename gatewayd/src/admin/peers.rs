@@ -18,9 +18,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 use switchboard_core::config::Mode;
+use switchboard_core::ids::NodeId;
+use switchboard_core::presence::NodeInfo;
 
 /// Header of a request one node's admin API sends another's: answer for yourself only. Its
 /// value is the sending node's id.
@@ -50,19 +53,29 @@ fn http() -> &'static reqwest::Client {
     })
 }
 
+/// Redis's node records (live, and dead for less than an hour) and each node's advertised
+/// admin listener, read together.
+///
+/// # Errors
+/// 503 when Redis does not answer.
+pub async fn node_table(s: &AppState) -> Result<(Vec<NodeInfo>, HashMap<NodeId, String>), ApiError> {
+    let redis = &super::cluster::clients(s).await?.redis;
+    tokio::time::timeout(TIMEOUT, async { tokio::try_join!(redis.node_records(), redis.node_admins()) })
+        .await
+        .map_err(|_| unavailable("redis", "timed out"))?
+        .map_err(|e| unavailable("redis", e))
+}
+
 /// The other live nodes that advertise an admin listener, by node id.
 ///
 /// # Errors
 /// 503 when Redis does not answer.
 pub async fn others(s: &AppState) -> Result<Vec<Peer>, ApiError> {
-    let redis = &super::cluster::clients(s).await?.redis;
-    let (nodes, admins) = tokio::time::timeout(TIMEOUT, async { tokio::try_join!(redis.list_nodes(), redis.node_admins()) })
-        .await
-        .map_err(|_| unavailable("redis", "timed out"))?
-        .map_err(|e| unavailable("redis", e))?;
+    let (nodes, admins) = node_table(s).await?;
+    let now = switchboard_core::time::now_ms();
     Ok(nodes
         .into_iter()
-        .filter(|n| n.node != s.node)
+        .filter(|n| n.node != s.node && n.expires_ms > now)
         .filter_map(|n| admins.get(&n.node).map(|a| Peer { node: n.node.0.clone(), admin: a.clone() }))
         .collect())
 }

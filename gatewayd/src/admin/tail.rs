@@ -131,33 +131,24 @@ enum Kind {
 
 /// One record of the tap topic (cluster mode), as a tail reads it: the event's JSON, passed
 /// through as published.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TapLine {
-    event: serde_json::Value,
-    #[serde(default)]
-    recipient_ids: Vec<UserId>,
-}
+type TapLine = router::TapRecord<serde_json::Value>;
 
+/// Whether `f` keeps a tap record; `lagged` lines are always kept.
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-impl TapLine {
-    /// Whether `f` keeps it; `lagged` lines are always kept.
-    fn kept_by(&self, f: &Filter) -> bool {
-        let e = &self.event;
-        let user = |k: &str| e[k].as_i64().map(UserId);
-        let kind = match e["type"].as_str() {
-            Some("message") => Kind::Message,
-            Some("refused") => Kind::Refused,
-            Some("receipt") => Kind::Receipt,
-            Some("typing") => Kind::Typing,
-            Some("lagged") => return true,
-            _ => return false,
-        };
-        let actor = if kind == Kind::Receipt { user("userId") } else { user("senderId") };
-        let Some(actor) = actor else { return false };
-        f.keeps_parts(kind, actor, user("receiverId"), e["groupId"].as_i64().map(GroupId), &self.recipient_ids)
-    }
+fn tap_kept_by(t: &TapLine, f: &Filter) -> bool {
+    let e = &t.event;
+    let user = |k: &str| e[k].as_i64().map(UserId);
+    let kind = match e["type"].as_str() {
+        Some("message") => Kind::Message,
+        Some("refused") => Kind::Refused,
+        Some("receipt") => Kind::Receipt,
+        Some("typing") => Kind::Typing,
+        Some("lagged") => return true,
+        _ => return false,
+    };
+    let actor = if kind == Kind::Receipt { user("userId") } else { user("senderId") };
+    let Some(actor) = actor else { return false };
+    f.keeps_parts(kind, actor, user("receiverId"), e["groupId"].as_i64().map(GroupId), &t.recipient_ids)
 }
 
 /// Counts an open tail; refuses past [`MAX_TAILS`].
@@ -296,7 +287,7 @@ impl Tail {
                     }
                 },
                 r = next_tap(&mut self.taps) => match r {
-                    Ok(t) => t.kept_by(&self.filter).then(|| line(&t.event)),
+                    Ok(t) => tap_kept_by(&t, &self.filter).then(|| line(&t.event)),
                     Err(e) => {
                         tracing::warn!(error = %e, "admin tail: reading the tap topic failed");
                         tokio::time::sleep(Duration::from_millis(500)).await;
