@@ -1,6 +1,8 @@
 //! `gatewayd`: parses flags, loads config, sets up logging, runs the gateway until SIGTERM or
 //! Ctrl-C, and maps the outcome to an exit code (78 for bad configuration).
 
+mod alloc;
+
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
