@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod memory;
 mod messages;
 pub mod pool;
 pub mod schema;

@@ -268,6 +268,7 @@ impl Drop for Checkpointer {
 /// # Errors
 /// When the file cannot be opened or configured.
 pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    super::memory::configure();
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match durability {
@@ -293,6 +294,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
 const STATEMENT_CACHE: usize = 64;
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    super::memory::configure();
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
