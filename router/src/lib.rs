@@ -345,11 +345,19 @@ impl RouterCore {
         let mut offline = Vec::new();
         // Checked once per batch: with no tail listening, no event is built.
         let mut events = if self.tapped() { Some(Vec::with_capacity(jobs.len())) } else { None };
+        // Counted once per batch: a registry lookup per message was ~2 % of the server's CPU.
+        let (mut committed, mut duplicates, mut offline_total) = (0u64, 0u64, 0u64);
         for (job, result) in jobs.into_iter().zip(results) {
             match result {
                 Ok(appended) => {
                     let event = events.as_ref().map(|_| message_event(&job, &appended));
+                    if appended.duplicate {
+                        duplicates += 1;
+                    } else {
+                        committed += 1;
+                    }
                     let (online, offline_n) = self.deliveries(&job, appended, &where_is, &mut out, &mut offline);
+                    offline_total += offline_n as u64;
                     if let (Some(events), Some(mut e)) = (events.as_mut(), event) {
                         (e.online, e.offline) = (online, offline_n);
                         events.push(TrafficEvent::Message(e));
@@ -375,6 +383,9 @@ impl RouterCore {
                 }
             }
         }
+        metrics::counter!(names::ROUTER_MESSAGES).increment(committed);
+        metrics::counter!(names::ROUTER_DUPLICATES).increment(duplicates);
+        metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline_total);
         tokio::join!(self.publish_in_order(out), self.notify_offline(offline));
         for e in events.into_iter().flatten() {
             self.emit(e);
@@ -395,10 +406,8 @@ impl RouterCore {
     ) -> (usize, usize) {
         out.push(reply(&job.origin, protocol::ack_frame(job.frame.client_msg_id.as_deref(), &a.view, a.duplicate)));
         if a.duplicate {
-            metrics::counter!(names::ROUTER_DUPLICATES).increment(1);
             return (0, 0);
         }
-        metrics::counter!(names::ROUTER_MESSAGES).increment(1);
         let mut by_node: HashMap<&NodeId, Vec<UserId>> = HashMap::new();
         let mut offline = 0u64;
         let mut online = 0usize;
@@ -419,7 +428,6 @@ impl RouterCore {
                 None => {}
             }
         }
-        metrics::counter!(names::ROUTER_OFFLINE_RECIPIENTS).increment(offline);
         let payload = protocol::message_frame(&a.view);
         for (node, users) in by_node {
             // Connection ids are per node: skip the sending connection only on its own node.

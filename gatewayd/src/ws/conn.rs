@@ -318,8 +318,9 @@ impl<IO: Socket> Conn<IO> {
 
     fn on_frames(&mut self, frames: Vec<frame::Frame>) -> Next {
         self.shared.touch();
+        let counters = super::counters::counters();
         for f in frames {
-            metrics::counter!(names::GATEWAY_FRAMES_RECEIVED, "opcode" => f.opcode.as_str()).increment(1);
+            counters.received(f.opcode).increment(1);
             if let Next::Close(code, reason) = self.on_frame(f) {
                 return Next::Close(code, reason);
             }
@@ -455,7 +456,7 @@ impl<IO: Socket> Conn<IO> {
             }
             sent += 1;
         }
-        metrics::counter!(names::GATEWAY_FRAMES_SENT).increment(sent);
+        super::counters::counters().sent.increment(sent);
         if let Some((code, reason)) = close {
             frame::encode(&mut buf, Opcode::Close, true, &frame::close_payload(code, reason), None);
         }

@@ -14,6 +14,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod counters;
 pub mod delivery;
 pub mod handshake;
 pub mod keepalive;

@@ -2,8 +2,9 @@
 //!
 //! Every write is a job sent to the writer thread. The thread takes the first waiting job and
 //! then every other job already queued (up to `batch_max`), runs them in one transaction, each
-//! inside its own savepoint so one failing job does not undo the others, commits once (one
-//! fsync), and only then answers each caller. A burst of N sends thus costs one commit.
+//! inside its own savepoint so one failing job does not undo the others (a job alone needs
+//! none: if it fails the transaction is rolled back), commits once (one fsync), and only then
+//! answers each caller. A burst of N sends thus costs one commit.
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
@@ -14,8 +15,9 @@ use switchboard_core::metrics::names;
 use switchboard_core::store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
-/// Runs inside the transaction; returns what to do once the commit outcome is known.
-type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(bool) + Send> + Send>;
+/// Runs inside the transaction (`alone`: the only job in it, so without a savepoint of its
+/// own); returns whether it succeeded and what to do once the commit outcome is known.
+type Job = Box<dyn FnOnce(&Connection, bool) -> (bool, Box<dyn FnOnce(bool) + Send>) + Send>;
 
 /// Maps a SQLite error to a backend error, keeping the cause.
 pub fn backend(e: rusqlite::Error) -> StoreError {
@@ -42,7 +44,8 @@ impl Writer {
     /// Runs `f` in the next group-commit transaction and returns its result after the commit.
     ///
     /// # Errors
-    /// `f`'s own error (its savepoint is rolled back), [`StoreError::Backend`] if the commit
+    /// `f`'s own error (what it wrote is rolled back: its savepoint, or the transaction when
+    /// it was the only job), [`StoreError::Backend`] if the commit
     /// failed, [`StoreError::Unavailable`] if the writer has stopped.
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -50,15 +53,17 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed| {
+        let job: Job = Box::new(move |conn, alone| {
+            let result = if alone { f(conn) } else { in_savepoint(conn, f) };
+            let ok = result.is_ok();
+            let reply: Box<dyn FnOnce(bool) + Send> = Box::new(move |committed| {
                 let out = match result {
                     Ok(_) if !committed => Err(StoreError::Unavailable("commit failed")),
                     other => other,
                 };
                 let _ = done_tx.send(out);
-            })
+            });
+            (ok, reply)
         });
         self.tx.send(job).await.map_err(|_| StoreError::Unavailable("writer stopped"))?;
         done_rx.await.map_err(|_| StoreError::Unavailable("writer stopped"))?
@@ -93,12 +98,23 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, 
             jobs.clear();
             continue;
         }
-        let finishers: Vec<_> = jobs.drain(..).map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").is_ok();
-        if !committed {
-            tracing::error!(jobs = finishers.len(), "group commit failed; rolling back");
+        // A job alone in its transaction runs without a savepoint, and if it fails the whole
+        // transaction is rolled back instead: the same outcome, without journalling every page
+        // the job touches in memory (~5 % of the writer's time at saturation, where the
+        // router's one append job per batch is usually alone).
+        let alone = jobs.len() == 1;
+        let (oks, finishers): (Vec<bool>, Vec<_>) = jobs.drain(..).map(|job| job(&conn, alone)).unzip();
+        let committed = if alone && !oks[0] {
             let _ = conn.execute_batch("ROLLBACK");
-        }
+            false
+        } else {
+            let committed = conn.execute_batch("COMMIT").is_ok();
+            if !committed {
+                tracing::error!(jobs = finishers.len(), "group commit failed; rolling back");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            committed
+        };
         metrics::histogram!(names::STORE_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(names::STORE_COMMIT_BATCH).record(finishers.len() as f64);
         for finish in finishers {
@@ -305,6 +321,65 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 mod tests {
     use super::{open_writer, Checkpointer, WalLength, Writer, WAL_RESET_FRAMES};
     use switchboard_core::config::Durability;
+    use switchboard_core::store::StoreError;
+
+    /// A failing job leaves nothing behind and takes nothing else with it, whether it shares
+    /// its transaction (rolled back to its savepoint) or is alone in it (rolled back whole).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_job_undoes_only_its_own_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_writer(&dir.path().join("t.db"), Durability::Normal).expect("open");
+        conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)").expect("table");
+        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, WalLength::default()));
+        let insert = |v: &'static str, fail: bool| {
+            let w = writer.clone();
+            tokio::spawn(async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [v]).expect("insert");
+                    if fail {
+                        Err(StoreError::Conflict("refused"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await
+            })
+        };
+        // Hold the writer in a first job while three more queue up behind it: they then run
+        // together in the next transaction.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let w = writer.clone();
+        let first = tokio::spawn(async move {
+            w.write(move |c| {
+                let _ = started_tx.send(());
+                release_rx.recv().expect("release");
+                c.execute("INSERT INTO t (v) VALUES ('first')", []).expect("insert");
+                Ok(())
+            })
+            .await
+        });
+        started_rx.await.expect("first job started");
+        let together = [insert("kept-1", false), insert("undone", true), insert("kept-2", false)];
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        release_tx.send(()).expect("release");
+        first.await.expect("task").expect("first");
+        let mut outcomes = Vec::new();
+        for t in together {
+            outcomes.push(t.await.expect("task").is_ok());
+        }
+        assert_eq!(outcomes, [true, false, true]);
+        let alone = insert("undone-alone", true).await.expect("task");
+        assert!(matches!(alone, Err(StoreError::Conflict(_))), "{alone:?}");
+        let rows: Vec<String> = writer
+            .write(|c| {
+                let mut st = c.prepare("SELECT v FROM t ORDER BY v").expect("prepare");
+                Ok(st.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect())
+            })
+            .await
+            .expect("read");
+        assert_eq!(rows, ["first", "kept-1", "kept-2"]);
+    }
 
     /// Writers that never pause still get their WAL started over: it stays near
     /// `WAL_RESET_FRAMES` pages while several times that much is written through it.
