@@ -95,7 +95,6 @@ pub struct Batch<'c> {
     /// The statements run per message or per conversation, each taken from the connection's
     /// statement cache once per job rather than at every use (a lookup hashes the SQL text).
     insert_message: Option<CachedStatement<'c>>,
-    insert_inbox: Option<CachedStatement<'c>>,
     load_conv: Option<CachedStatement<'c>>,
     user_exists: Option<CachedStatement<'c>>,
 }
@@ -116,7 +115,6 @@ impl<'c> Batch<'c> {
             receivers: HashMap::new(),
             new_ids: None,
             insert_message: None,
-            insert_inbox: None,
             load_conv: None,
             user_exists: None,
         }
@@ -167,10 +165,6 @@ impl<'c> Batch<'c> {
         }
         self.new_ids = Some(self.new_ids.map_or((id, id), |(first, _)| (first, id)));
         let recipients: Vec<UserId> = cv.members.iter().copied().filter(|u| *u != m.sender).collect();
-        let inbox = stmt(c, &mut self.insert_inbox, "INSERT OR IGNORE INTO inbox (user_id, message_id) VALUES (?1, ?2)")?;
-        for u in recipients.iter().chain([&m.sender]) {
-            inbox.execute(params![u.0, id]).map_err(backend)?;
-        }
         let view = m.stored_view(MessageId(id), seq, ts, media);
         Ok(Ok(Appended { view, conversation: conv, recipients, duplicate: false }))
     }
@@ -258,8 +252,9 @@ impl<'c> Batch<'c> {
 
     /// Stores what the job kept in memory: each written conversation's sequence and last
     /// message (creating a new direct one with its members), the authors' own marks (an
-    /// author has, by definition, seen their own message), and the new messages' search index
-    /// entries, in one statement (the index is flushed once per job, not per message).
+    /// author has, by definition, seen their own message), and the new messages' inbox rows
+    /// and search index entries, one statement each (the index is flushed once per job, not
+    /// per message).
     pub fn finish(self) -> Result<(), StoreError> {
         let c = self.c;
         let (mut update, mut create, mut member, mut marks) = (None, None, None, None);
@@ -293,6 +288,7 @@ impl<'c> Batch<'c> {
             }
         }
         if let Some((first, last)) = self.new_ids {
+            fill_inboxes(c, first, last)?;
             index_for_search(c, first, last)?;
         }
         Ok(())
@@ -306,6 +302,19 @@ pub fn append(c: &Connection, m: &NewMessage) -> Result<Appended, StoreError> {
     let r = b.append(m)?;
     b.finish()?;
     r
+}
+
+/// Puts messages `first..=last` (written in this transaction, after their conversations'
+/// members) in every member's inbox, the sender's included, in one statement: one small
+/// statement per row was a fifth of the writer's time.
+fn fill_inboxes(c: &Connection, first: i64, last: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO inbox (user_id, message_id)
+         SELECT mb.user_id, m.id FROM messages m JOIN members mb ON mb.conv_id = m.conv_id WHERE m.id BETWEEN ?1 AND ?2",
+    )
+    .and_then(|mut st| st.execute(params![first, last]))
+    .map(|_| ())
+    .map_err(backend)
 }
 
 /// Adds messages `first..=last` (written in this transaction) to the full-text index, in one
