@@ -48,6 +48,10 @@ impl QueryCached for rusqlite::Connection {
     }
 }
 
+/// How often the writer brings the full-text index up to date while messages come in
+/// (`messages::index_pending`; a search does it first anyway).
+const SEARCH_INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl SqliteStore {
     /// Opens (creating and migrating) `<data_dir>/switchboard.db`.
     ///
@@ -60,7 +64,8 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(backend)?;
         let wal = pool::WalLength::default();
         let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability, wal.clone()).map_err(backend)?;
-        let writer = Writer::spawn(conn, cfg.batch_max, wal);
+        let upkeep = pool::Upkeep { every: SEARCH_INDEX_EVERY, run: Box::new(|c| messages::index_pending(c).map(|_| ())) };
+        let writer = Writer::spawn(conn, cfg.batch_max, wal, Some(upkeep));
         Ok(Self { writer, readers: Readers::new(&path, cfg.readers), _checkpointer: checkpointer })
     }
 }
@@ -202,6 +207,9 @@ impl MessageStore for SqliteStore {
     }
 
     async fn search(&self, user: UserId, query: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
+        // A search sees every message committed before it: what the writer has not indexed
+        // yet is indexed first.
+        self.writer.write(messages::index_pending).await?;
         let query = query.to_owned();
         self.readers.read(move |c| messages::search(c, user, &query, limit)).await
     }

@@ -29,14 +29,23 @@ pub struct Writer {
     tx: mpsc::Sender<Job>,
 }
 
+/// Deferred work the writer does in a transaction of its own after a commit, at most once per
+/// `every` (the embedded store: bringing the full-text index up to date).
+pub struct Upkeep {
+    /// Least time between two runs.
+    pub every: std::time::Duration,
+    /// The work; an error rolls its transaction back and is logged.
+    pub run: Box<dyn FnMut(&Connection) -> Result<(), StoreError> + Send>,
+}
+
 impl Writer {
     /// Starts the writer thread on `conn`; `wal` is the WAL's length as the [`Checkpointer`]
     /// last saw it.
-    pub fn spawn(conn: Connection, batch_max: usize, wal: WalLength) -> Self {
+    pub fn spawn(conn: Connection, batch_max: usize, wal: WalLength, upkeep: Option<Upkeep>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(batch_max * 4);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, &wal))
+            .spawn(move || writer_loop(conn, rx, batch_max, &wal, upkeep))
             .expect("spawning the writer thread");
         Self { tx }
     }
@@ -78,9 +87,10 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R, S
     result
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, wal: &WalLength) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, wal: &WalLength, mut upkeep: Option<Upkeep>) {
     let mut jobs = Vec::with_capacity(batch_max);
     let mut last_reset_try: Option<Instant> = None;
+    let mut last_upkeep = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < batch_max {
@@ -120,12 +130,27 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, 
         for finish in finishers {
             finish(committed);
         }
+        if let Some(u) = upkeep.as_mut().filter(|u| last_upkeep.elapsed() >= u.every) {
+            last_upkeep = Instant::now();
+            run_upkeep(&conn, u);
+        }
         if wal.frames() >= WAL_RESET_FRAMES && last_reset_try.is_none_or(|t| t.elapsed() >= WAL_RESET_RETRY) {
             last_reset_try = Some(Instant::now());
             reset_wal(&conn, wal);
         }
     }
     tracing::info!("sqlite writer stopped");
+}
+
+fn run_upkeep(conn: &Connection, u: &mut Upkeep) {
+    let outcome = conn.execute_batch("BEGIN IMMEDIATE").map_err(backend).and_then(|()| match (u.run)(conn) {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(backend),
+        Err(e) => Err(e),
+    });
+    if let Err(error) = outcome {
+        tracing::error!(%error, "writer upkeep failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
 }
 
 /// The WAL length, in frames, that makes the writer finish a checkpoint itself.
@@ -330,7 +355,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let conn = open_writer(&dir.path().join("t.db"), Durability::Normal).expect("open");
         conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)").expect("table");
-        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, WalLength::default()));
+        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, WalLength::default(), None));
         let insert = |v: &'static str, fail: bool| {
             let w = writer.clone();
             tokio::spawn(async move {
@@ -391,7 +416,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (b BLOB NOT NULL)").expect("table");
         let wal = WalLength::default();
         let _checkpointer = Checkpointer::spawn(&path, Durability::Normal, wal.clone()).expect("checkpointer");
-        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, wal));
+        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, wal, None));
         // About 6 x WAL_RESET_FRAMES pages of rows (one 3,000-byte row per 4 KiB page), from
         // four writers that each keep a job in flight, over a few of the checkpointer's rounds.
         let (tasks, jobs, rows) = (4, 800, 8);

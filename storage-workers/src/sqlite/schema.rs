@@ -82,7 +82,7 @@ CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
     INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
 END;
 "#,
-// 2: messages are indexed for search once per write batch (`messages::index_for_search`), not
+// 2: messages are indexed for search once per write batch (since 5: by `messages::index_pending`), not
 // by a trigger per row: with the trigger, every later write statement of the batch flushed the
 // full-text index (a statement savepoint), which the store bench measured at a third of an append.
 r#"
@@ -122,6 +122,16 @@ CREATE INDEX messages_by_media ON messages(media_id) WHERE media_id IS NOT NULL;
 CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_rowid='id', columnsize=0);
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 16);
+"#,
+// 5: the full-text index is brought up to date after the commit instead of in it
+// (`messages::index_pending`); this row says how far it goes. Everything stored so far is
+// indexed already.
+r#"
+CREATE TABLE search_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 0),
+    last_indexed INTEGER NOT NULL
+);
+INSERT INTO search_state (id, last_indexed) SELECT 0, COALESCE(MAX(id), 0) FROM messages;
 "#];
 
 /// Brings the database to the newest schema version.

@@ -123,3 +123,44 @@ async fn a_failed_write_fails_only_its_own_messages() {
     assert!(store.search(bob, "two", 10).await.unwrap().is_empty());
     assert_eq!(texts(store.search(carol, "y", 10).await.unwrap()), ["y"]);
 }
+
+/// Appends leave the full-text index to the writer's upkeep: while messages keep coming, the
+/// index catches up with them (`search_state`) without any search asking for it.
+#[tokio::test]
+async fn the_writer_indexes_new_messages_for_search_after_their_commit() {
+    let (dir, store) = open().await;
+    let mut ids = Vec::new();
+    for name in ["alice", "bob"] {
+        let nu = switchboard_core::store::NewUser {
+            user_name: name.into(),
+            email: format!("{name}@example.com"),
+            phone_number: format!("+1-{name}"),
+            password_hash: "h".into(),
+        };
+        ids.push(store.create_user(nu).await.expect("user").user_id);
+    }
+    let dm = |text: String| NewMessage {
+        sender: ids[0],
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(ids[1]),
+        text,
+        media_id: None,
+    };
+    let first = store.append(vec![dm("findable zebra".into())]).await.remove(0).expect("send").view.message_id;
+    let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).expect("open");
+    let indexed = || conn.query_row("SELECT last_indexed FROM search_state WHERE id = 0", [], |r| r.get::<_, i64>(0)).expect("state");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 0;
+    while indexed() < first.0 {
+        assert!(std::time::Instant::now() < deadline, "the index never caught up with message {}", first.0);
+        n += 1;
+        store.append(vec![dm(format!("filler {n}"))]).await.remove(0).expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hits: Vec<i64> = conn
+        .prepare("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'zebra'")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .expect("match");
+    assert_eq!(hits, [first.0]);
+}
