@@ -408,7 +408,8 @@ impl RouterCore {
         if a.duplicate {
             return (0, 0);
         }
-        let mut by_node: HashMap<&NodeId, Vec<UserId>> = HashMap::new();
+        // A handful of nodes at most: a list beats hashing the node's name per recipient.
+        let mut by_node: Vec<(&NodeId, Vec<UserId>)> = Vec::new();
         let mut offline = 0u64;
         let mut online = 0usize;
         for u in a.recipients.iter().chain([&job.origin.user]) {
@@ -417,7 +418,12 @@ impl RouterCore {
                     if *u != job.origin.user {
                         online += 1;
                     }
-                    nodes.iter().for_each(|n| by_node.entry(n).or_default().push(*u));
+                    for n in nodes {
+                        match by_node.iter_mut().find(|(m, _)| *m == n) {
+                            Some((_, users)) => users.push(*u),
+                            None => by_node.push((n, vec![*u])),
+                        }
+                    }
                 }
                 None if *u != job.origin.user => {
                     offline += 1;
