@@ -113,15 +113,9 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&APPEND_LOCK, &self.schema.as_str()])
             .await
             .map_err(db)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            // One savepoint per message: a refused message does not undo its neighbours.
-            tx.batch_execute("SAVEPOINT msg").await.map_err(db)?;
-            let r = messages::append(&tx, m).await;
-            let end = if r.is_ok() { "RELEASE msg" } else { "ROLLBACK TO msg; RELEASE msg" };
-            tx.batch_execute(end).await.map_err(db)?;
-            out.push(r);
-        }
+        // A refused message writes nothing and an unexpected error undoes only its own message
+        // (`append_message` checks first and writes in a subtransaction).
+        let out = messages::append_batch(&tx, batch).await?;
         tx.commit().await.map_err(commit_err)?;
         Ok(out)
     }

@@ -214,9 +214,10 @@ pub async fn group(c: &impl GenericClient, id: GroupId) -> Result<Option<Group>,
     }))
 }
 
-/// Locks the conversation row, which `messages::append` updates first: a membership change
-/// then lands wholly before or wholly after a concurrent message (a new member either gets
-/// the message in their inbox, or joins after it and never sees it).
+/// Locks the conversation row, which `append_message` (schema migration 3) updates before it
+/// reads the members: a membership change then lands wholly before or wholly after a
+/// concurrent message (a new member either gets the message in their inbox, or joins after it
+/// and never sees it).
 async fn lock_conversation(c: &impl GenericClient, conv: &str) -> Result<Option<i64>, StoreError> {
     let row = query_opt(c, "SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE", &[&conv]).await?;
     row.map(|r| col(&r, 0)).transpose()
