@@ -236,6 +236,34 @@ fn dm(from: UserId, to: UserId, text: &str) -> NewMessage {
     }
 }
 
+/// A write that fails inside a batch (here a stale sequence colliding on `(conv_id, seq)`)
+/// loses the batch's transaction; the store retries each message alone, so only the messages
+/// that fail by themselves fail, and nothing of them remains.
+#[tokio::test]
+async fn a_failed_write_fails_only_its_own_messages() {
+    let (schema, store) = open().await;
+    let alice = store.create_user(new_user("alice")).await.unwrap().user_id;
+    let bob = store.create_user(new_user("bob")).await.unwrap().user_id;
+    let carol = store.create_user(new_user("carol")).await.unwrap().user_id;
+    let one = store.append(vec![dm(alice, bob, "one"), dm(alice, carol, "x")]).await.remove(0).expect("send");
+    let db = inspect().await;
+    let conv = one.conversation.to_string();
+    db.execute(&format!("UPDATE {}.conversations SET last_seq = 0 WHERE id = $1", schema.name), &[&conv]).await.expect("stale seq");
+
+    let out = store.append(vec![dm(alice, bob, "two"), dm(alice, carol, "y"), dm(alice, bob, "three")]).await;
+    assert!(out[0].is_err() && out[2].is_err(), "{out:?}");
+    assert_eq!(out[1].as_ref().expect("carol's message").view.conversation_seq, 2);
+    let texts = |v: Vec<switchboard_core::protocol::MessageView>| v.into_iter().map(|m| m.message).collect::<Vec<_>>();
+    assert_eq!(texts(store.history(one.conversation, bob, None, 10).await.unwrap().items), ["one"]);
+    let to_carol = out[1].as_ref().unwrap().conversation;
+    assert_eq!(texts(store.history(to_carol, carol, None, 10).await.unwrap().items), ["x", "y"]);
+    let row = db
+        .query_one(&format!("SELECT COUNT(*) FROM {}.inbox WHERE user_id = $1", schema.name), &[&bob.0])
+        .await
+        .expect("count");
+    assert_eq!(row.get::<_, i64>(0), 1, "no inbox row of a failed message");
+}
+
 /// Two stores on one schema stand for two processes: their appends are serialized by the
 /// database lock, so sequences stay gapless and ids grow with them across both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,7 +123,7 @@ pub async fn append_batch(c: &impl GenericClient, batch: &[NewMessage]) -> Resul
             "not_member" => Err(StoreError::Forbidden("not a member of this group")),
             "no_group" => Err(StoreError::NotFound("group")),
             "no_media" => Err(StoreError::NotFound("media")),
-            other => Err(StoreError::Backend(Box::new(std::io::Error::other(format!("append_message: {other}"))))),
+            other => return Err(StoreError::Backend(Box::new(std::io::Error::other(format!("append_message said {other:?}"))))),
         });
     }
     Ok(out)

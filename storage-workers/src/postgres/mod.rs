@@ -113,8 +113,7 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&APPEND_LOCK, &self.schema.as_str()])
             .await
             .map_err(db)?;
-        // A refused message writes nothing and an unexpected error undoes only its own message
-        // (`append_message` checks first and writes in a subtransaction).
+        // A refused message writes nothing (`append_message` checks before it writes).
         let out = messages::append_batch(&tx, batch).await?;
         tx.commit().await.map_err(commit_err)?;
         Ok(out)
@@ -227,6 +226,19 @@ impl MessageStore for PgStore {
         metrics::histogram!(names::STORE_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         match out {
             Ok(v) => v,
+            // An unexpected error lost the whole transaction: each message is tried again in a
+            // transaction of its own, so the failing one does not take its neighbours down.
+            Err(StoreError::Backend(error)) if batch.len() > 1 => {
+                tracing::warn!(%error, messages = batch.len(), "append batch failed; retrying message by message");
+                let mut out = Vec::with_capacity(batch.len());
+                for m in &batch {
+                    out.push(match self.append_batch(std::slice::from_ref(m)).await {
+                        Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Unavailable("append failed"))),
+                        Err(e) => Err(e),
+                    });
+                }
+                out
+            }
             Err(error) => {
                 tracing::error!(%error, messages = batch.len(), "append batch failed");
                 batch.iter().map(|_| Err(StoreError::Unavailable("append failed"))).collect()

@@ -114,10 +114,12 @@ ALTER TABLE users ADD COLUMN disabled_at bigint;
 "##,
 // 3: one message's append as one server-side call (`messages::append_batch` sends a batch's
 // calls back to back, pipelined): the same checks and writes as `messages::append`, which took
-// 13 round trips per message. Refusals come back as a status before anything is written; an
-// unexpected error undoes only this message (the block's subtransaction) and comes back as
-// `error: <text>`. Tables are found through the connection's `search_path` (the store's
-// schema), like every other statement of the store.
+// 13 round trips per message. Refusals come back as a status before anything is written. No
+// subtransaction per message (an exception block, or the savepoints the batch used before):
+// past 64 in one transaction they overflow PostgreSQL's per-backend cache and slow every
+// snapshot; an unexpected error fails the batch instead, which `PgStore::append` then retries
+// one message per transaction. Tables are found through the connection's `search_path` (the
+// store's schema), like every other statement of the store.
 r##"
 CREATE FUNCTION append_message(
     p_conv text, p_sender bigint, p_device text, p_cid text, p_receiver bigint, p_group bigint,
@@ -156,28 +158,21 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    BEGIN
-        IF p_receiver IS NOT NULL THEN
-            INSERT INTO conversations (id) VALUES (p_conv) ON CONFLICT DO NOTHING;
-            INSERT INTO members (conv_id, user_id) VALUES (p_conv, p_sender), (p_conv, p_receiver) ON CONFLICT DO NOTHING;
-        END IF;
-        UPDATE conversations c SET last_seq = c.last_seq + 1 WHERE c.id = p_conv RETURNING c.last_seq INTO msg_seq;
-        INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
-            VALUES (p_conv, msg_seq, p_sender, p_device, p_cid, p_body, p_media, p_ts) RETURNING id INTO msg_id;
-        UPDATE conversations c SET last_message_id = msg_id WHERE c.id = p_conv;
-        SELECT COALESCE(array_agg(mb.user_id ORDER BY mb.user_id), '{}') INTO recipients
-            FROM members mb WHERE mb.conv_id = p_conv AND mb.user_id <> p_sender;
-        INSERT INTO inbox (user_id, message_id) SELECT u, msg_id FROM unnest(recipients || p_sender) AS u ON CONFLICT DO NOTHING;
-        -- The author has, by definition, seen their own message.
-        UPDATE members mb SET delivered_seq = GREATEST(mb.delivered_seq, msg_seq), read_seq = GREATEST(mb.read_seq, msg_seq)
-            WHERE mb.conv_id = p_conv AND mb.user_id = p_sender;
-        status := 'ok';
-    EXCEPTION WHEN OTHERS THEN
-        status := 'error: ' || SQLERRM;
-        msg_id := NULL;
-        msg_seq := NULL;
-        recipients := NULL;
-    END;
+    IF p_receiver IS NOT NULL THEN
+        INSERT INTO conversations (id) VALUES (p_conv) ON CONFLICT DO NOTHING;
+        INSERT INTO members (conv_id, user_id) VALUES (p_conv, p_sender), (p_conv, p_receiver) ON CONFLICT DO NOTHING;
+    END IF;
+    UPDATE conversations c SET last_seq = c.last_seq + 1 WHERE c.id = p_conv RETURNING c.last_seq INTO msg_seq;
+    INSERT INTO messages (conv_id, seq, sender_id, sender_device, client_msg_id, body, media_id, created_at)
+        VALUES (p_conv, msg_seq, p_sender, p_device, p_cid, p_body, p_media, p_ts) RETURNING id INTO msg_id;
+    UPDATE conversations c SET last_message_id = msg_id WHERE c.id = p_conv;
+    SELECT COALESCE(array_agg(mb.user_id ORDER BY mb.user_id), '{}') INTO recipients
+        FROM members mb WHERE mb.conv_id = p_conv AND mb.user_id <> p_sender;
+    INSERT INTO inbox (user_id, message_id) SELECT u, msg_id FROM unnest(recipients || p_sender) AS u ON CONFLICT DO NOTHING;
+    -- The author has, by definition, seen their own message.
+    UPDATE members mb SET delivered_seq = GREATEST(mb.delivered_seq, msg_seq), read_seq = GREATEST(mb.read_seq, msg_seq)
+        WHERE mb.conv_id = p_conv AND mb.user_id = p_sender;
+    status := 'ok';
 END
 $fn$;
 "##];
