@@ -24,6 +24,21 @@ async fn reopen(dir: &TempDir) -> Arc<dyn MessageStore> {
 
 crate::message_store_contract!(open, reopen);
 
+/// Registers `names` (e-mail `<name>@example.com`) and returns their ids, in order.
+async fn users(store: &Arc<dyn MessageStore>, names: &[&str]) -> Vec<UserId> {
+    let mut ids = Vec::new();
+    for name in names {
+        let nu = switchboard_core::store::NewUser {
+            user_name: (*name).into(),
+            email: format!("{name}@example.com"),
+            phone_number: format!("+1-{name}"),
+            password_hash: "h".into(),
+        };
+        ids.push(store.create_user(nu).await.expect("user").user_id);
+    }
+    ids
+}
+
 /// A database written before migration 4 (`messages` with AUTOINCREMENT, the full-text index
 /// with document sizes) keeps its messages, ids, sequences, resend keys and search through the
 /// upgrade, and new messages continue after them.
@@ -87,16 +102,7 @@ async fn migration_4_keeps_messages_ids_and_search() {
 #[tokio::test]
 async fn a_failed_write_fails_only_its_own_messages() {
     let (dir, store) = open().await;
-    let mut ids = Vec::new();
-    for name in ["alice", "bob", "carol"] {
-        let nu = switchboard_core::store::NewUser {
-            user_name: name.into(),
-            email: format!("{name}@example.com"),
-            phone_number: format!("+1-{name}"),
-            password_hash: "h".into(),
-        };
-        ids.push(store.create_user(nu).await.expect("user").user_id);
-    }
+    let ids = users(&store, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (ids[0], ids[1], ids[2]);
     let dm = |to: UserId, text: &str| NewMessage {
         sender: alice,
@@ -129,16 +135,7 @@ async fn a_failed_write_fails_only_its_own_messages() {
 #[tokio::test]
 async fn the_writer_indexes_new_messages_for_search_after_their_commit() {
     let (dir, store) = open().await;
-    let mut ids = Vec::new();
-    for name in ["alice", "bob"] {
-        let nu = switchboard_core::store::NewUser {
-            user_name: name.into(),
-            email: format!("{name}@example.com"),
-            phone_number: format!("+1-{name}"),
-            password_hash: "h".into(),
-        };
-        ids.push(store.create_user(nu).await.expect("user").user_id);
-    }
+    let ids = users(&store, &["alice", "bob"]).await;
     let dm = |text: String| NewMessage {
         sender: ids[0],
         sender_device: DeviceId("phone".into()),
