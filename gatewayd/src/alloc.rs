@@ -6,7 +6,8 @@
 //! (1,292-1,377 B per idle session vs ~530 B with glibc): on Linux it commits whole arenas
 //! eagerly, so the pages freed after the connect ramp's handshakes stay resident. Committing on
 //! demand (`arena_eager_commit = 0`, what `MIMALLOC_ARENA_EAGER_COMMIT=0` sets) brings it back:
-//! 520.9-531.1 B per idle session measured with this setting. This one option is fixed here; `MIMALLOC_*` variables still set the others.
+//! 520.9-531.1 B per idle session measured with this setting. This one option is fixed here;
+//! `MIMALLOC_*` variables still set the others.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
