@@ -145,8 +145,8 @@ impl MessageStore for SqliteStore {
         let batch = std::sync::Arc::new(batch);
         // Fast path: one `messages::Batch` for the whole job. Refusals happen in its checks,
         // before anything of their message is written, so the batch needs no savepoint per
-        // message (each would also flush the full-text index). A write that fails fails the
-        // whole job, whose savepoint the writer rolls back...
+        // message. A write that fails fails the whole job, which the writer rolls back (its
+        // savepoint, or the transaction when the job is alone in it)...
         let all = batch.clone();
         let res = self
             .writer

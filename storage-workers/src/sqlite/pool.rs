@@ -113,8 +113,16 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, 
         // the job touches in memory (~5 % of the writer's time at saturation, where the
         // router's one append job per batch is usually alone).
         let alone = jobs.len() == 1;
-        let (oks, finishers): (Vec<bool>, Vec<_>) = jobs.drain(..).map(|job| job(&conn, alone)).unzip();
-        let committed = if alone && !oks[0] {
+        let mut all_ok = true;
+        let finishers: Vec<_> = jobs
+            .drain(..)
+            .map(|job| {
+                let (ok, finish) = job(&conn, alone);
+                all_ok &= ok;
+                finish
+            })
+            .collect();
+        let committed = if alone && !all_ok {
             let _ = conn.execute_batch("ROLLBACK");
             false
         } else {
