@@ -43,6 +43,10 @@ pub mod names {
     pub const STORE_CHECKPOINT_DURATION: &str = "switchboard_store_checkpoint_duration_seconds";
     /// Histogram: write jobs per store transaction.
     pub const STORE_COMMIT_BATCH: &str = "switchboard_store_commit_batch_size";
+    /// Histogram, seconds: one transaction of the standalone store's search indexer.
+    pub const SEARCH_INDEX_DURATION: &str = "switchboard_search_index_duration_seconds";
+    /// Counter: messages added to the standalone store's full-text index.
+    pub const SEARCH_INDEXED: &str = "switchboard_search_indexed_total";
 }
 
 /// Registers descriptions for every metric (call once after installing a recorder).
@@ -68,4 +72,6 @@ pub fn describe() {
     describe_histogram!(STORE_COMMIT_DURATION, Unit::Seconds, "Store transaction duration");
     describe_histogram!(STORE_CHECKPOINT_DURATION, Unit::Seconds, "One background WAL checkpoint");
     describe_histogram!(STORE_COMMIT_BATCH, "Write jobs per store transaction");
+    describe_histogram!(SEARCH_INDEX_DURATION, Unit::Seconds, "One transaction of the search indexer");
+    describe_counter!(SEARCH_INDEXED, "Messages added to the full-text index");
 }

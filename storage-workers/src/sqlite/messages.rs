@@ -81,8 +81,7 @@ struct Conv {
 }
 
 /// An append job on the writer's connection: checks and writes its messages one by one, in
-/// order, and then [`Batch::finish`] stores what it kept in memory and indexes the new
-/// messages for search. Every refusal happens in the read-only checks, before anything of its
+/// order, and then [`Batch::finish`] stores what it kept in memory. Every refusal happens in the read-only checks, before anything of its
 /// message is written, so a job needs no savepoint per message; an error from a write leaves
 /// the job half written and must fail the whole job (its caller rolls back).
 pub struct Batch<'c> {
@@ -253,7 +252,7 @@ impl<'c> Batch<'c> {
     /// Stores what the job kept in memory: each written conversation's sequence and last
     /// message (creating a new direct one with its members), the authors' own marks (an
     /// author has, by definition, seen their own message), and the new messages' inbox rows,
-    /// in one statement. The search index follows later ([`index_pending`]).
+    /// in one statement. The search index follows on its own thread (`super::search`).
     pub fn finish(self) -> Result<(), StoreError> {
         let c = self.c;
         let (mut update, mut create, mut member, mut marks) = (None, None, None, None);
@@ -313,37 +312,6 @@ fn fill_inboxes(c: &Connection, first: i64, last: i64) -> Result<(), StoreError>
     .and_then(|mut st| st.execute(params![first, last]))
     .map(|_| ())
     .map_err(backend)
-}
-
-/// Most messages one [`index_pending`] adds to the search index (a long backlog, as after an
-/// upgrade, is worked off over several writer transactions).
-const INDEX_CHUNK: i64 = 65_536;
-
-/// Adds the messages not yet in the full-text index to it, oldest first, in one statement, and
-/// records how far the index goes (`search_state`, in the same transaction, so a crash loses
-/// nothing). Runs on the writer as its upkeep (at most every `SEARCH_INDEX_EVERY`) and before
-/// every search, not in each append: a full-text flush per write job cost about a third of
-/// the writer's time, and per commit a new index segment to merge later. Returns how many
-/// messages it indexed.
-pub fn index_pending(c: &Connection) -> Result<i64, StoreError> {
-    let (done, newest): (i64, i64) = c
-        .query_row_cached(
-            "SELECT s.last_indexed, (SELECT COALESCE(MAX(id), 0) FROM messages) FROM search_state s WHERE s.id = 0",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(backend)?;
-    if newest <= done {
-        return Ok(0);
-    }
-    let upto = newest.min(done + INDEX_CHUNK);
-    c.prepare_cached("INSERT INTO messages_fts(rowid, body) SELECT id, body FROM messages WHERE id > ?1 AND id <= ?2")
-        .and_then(|mut st| st.execute(params![done, upto]))
-        .map_err(backend)?;
-    c.prepare_cached("UPDATE search_state SET last_indexed = ?1 WHERE id = 0")
-        .and_then(|mut st| st.execute([upto]))
-        .map_err(backend)?;
-    Ok(upto - done)
 }
 
 pub fn direct_peers(c: &Connection, user: UserId) -> Result<Vec<UserId>, StoreError> {
@@ -454,7 +422,7 @@ fn fts_query(q: &str) -> Option<String> {
 pub fn search(c: &Connection, user: UserId, q: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
     let Some(fts) = fts_query(q) else { return Err(StoreError::Invalid("query has no searchable words")) };
     let sql = format!(
-        "SELECT {MSG_COLS} FROM messages_fts f JOIN messages m ON m.id = f.rowid {MEDIA_JOIN}
+        "SELECT {MSG_COLS} FROM search.messages_fts JOIN messages m ON m.id = messages_fts.rowid {MEDIA_JOIN}
          JOIN inbox i ON i.message_id = m.id AND i.user_id = ?1
          WHERE messages_fts MATCH ?2 ORDER BY m.id DESC LIMIT ?3"
     );

@@ -1,7 +1,8 @@
 //! The embedded `MessageStore`: SQLite in WAL mode with group commit.
 //!
 //! Writes go to one writer thread ([`pool::Writer`]) that batches whatever is queued into a
-//! single transaction; reads use a small pool of read-only connections off the runtime.
+//! single transaction; reads use a small pool of read-only connections off the runtime; the
+//! full-text index lives in a file of its own, fed by its own thread ([`search::Indexer`]).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), switchboard_core::store::StoreError> {
@@ -15,6 +16,7 @@ mod memory;
 mod messages;
 pub mod pool;
 pub mod schema;
+pub mod search;
 mod users;
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ use switchboard_core::store::{
 pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
+    indexer: search::Indexer,
     _checkpointer: pool::Checkpointer,
 }
 
@@ -48,12 +51,9 @@ impl QueryCached for rusqlite::Connection {
     }
 }
 
-/// How often the writer brings the full-text index up to date while messages come in
-/// (`messages::index_pending`; a search does it first anyway).
-const SEARCH_INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
 impl SqliteStore {
-    /// Opens (creating and migrating) `<data_dir>/switchboard.db`.
+    /// Opens (creating and migrating) `<data_dir>/switchboard.db` and its full-text index,
+    /// `<data_dir>/search.db` ([`search`]).
     ///
     /// # Errors
     /// When the directory or database cannot be created, configured or migrated.
@@ -64,9 +64,10 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(backend)?;
         let wal = pool::WalLength::default();
         let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability, wal.clone()).map_err(backend)?;
-        let upkeep = pool::Upkeep { every: SEARCH_INDEX_EVERY, run: Box::new(|c| messages::index_pending(c).map(|_| ())) };
-        let writer = Writer::spawn(conn, cfg.batch_max, wal, Some(upkeep));
-        Ok(Self { writer, readers: Readers::new(&path, cfg.readers), _checkpointer: checkpointer })
+        let writer = Writer::spawn(conn, cfg.batch_max, wal);
+        let indexer = search::Indexer::spawn(&path)?;
+        let readers = Readers::new(&path, cfg.readers, &[("search", search::path_beside(&path))]);
+        Ok(Self { writer, readers, indexer, _checkpointer: checkpointer })
     }
 }
 
@@ -207,9 +208,8 @@ impl MessageStore for SqliteStore {
     }
 
     async fn search(&self, user: UserId, query: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
-        // A search sees every message committed before it: what the writer has not indexed
-        // yet is indexed first.
-        self.writer.write(messages::index_pending).await?;
+        // A search sees every message committed before it: what is not indexed yet is first.
+        self.indexer.catch_up().await?;
         let query = query.to_owned();
         self.readers.read(move |c| messages::search(c, user, &query, limit)).await
     }

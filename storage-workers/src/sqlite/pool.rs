@@ -7,7 +7,7 @@
 //! answers each caller. A burst of N sends thus costs one commit.
 
 use rusqlite::{Connection, OpenFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use switchboard_core::config::Durability;
@@ -29,23 +29,14 @@ pub struct Writer {
     tx: mpsc::Sender<Job>,
 }
 
-/// Deferred work the writer does in a transaction of its own after a commit, at most once per
-/// `every` (the embedded store: bringing the full-text index up to date).
-pub struct Upkeep {
-    /// Least time between two runs.
-    pub every: std::time::Duration,
-    /// The work; an error rolls its transaction back and is logged.
-    pub run: Box<dyn FnMut(&Connection) -> Result<(), StoreError> + Send>,
-}
-
 impl Writer {
     /// Starts the writer thread on `conn`; `wal` is the WAL's length as the [`Checkpointer`]
     /// last saw it.
-    pub fn spawn(conn: Connection, batch_max: usize, wal: WalLength, upkeep: Option<Upkeep>) -> Self {
+    pub fn spawn(conn: Connection, batch_max: usize, wal: WalLength) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(batch_max * 4);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, &wal, upkeep))
+            .spawn(move || writer_loop(conn, rx, batch_max, &wal))
             .expect("spawning the writer thread");
         Self { tx }
     }
@@ -87,10 +78,9 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R, S
     result
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, wal: &WalLength, mut upkeep: Option<Upkeep>) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, wal: &WalLength) {
     let mut jobs = Vec::with_capacity(batch_max);
     let mut last_reset_try: Option<Instant> = None;
-    let mut last_upkeep = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < batch_max {
@@ -138,27 +128,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, batch_max: usize, 
         for finish in finishers {
             finish(committed);
         }
-        if let Some(u) = upkeep.as_mut().filter(|u| last_upkeep.elapsed() >= u.every) {
-            last_upkeep = Instant::now();
-            run_upkeep(&conn, u);
-        }
         if wal.frames() >= WAL_RESET_FRAMES && last_reset_try.is_none_or(|t| t.elapsed() >= WAL_RESET_RETRY) {
             last_reset_try = Some(Instant::now());
             reset_wal(&conn, wal);
         }
     }
     tracing::info!("sqlite writer stopped");
-}
-
-fn run_upkeep(conn: &Connection, u: &mut Upkeep) {
-    let outcome = conn.execute_batch("BEGIN IMMEDIATE").map_err(backend).and_then(|()| match (u.run)(conn) {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(backend),
-        Err(e) => Err(e),
-    });
-    if let Err(error) = outcome {
-        tracing::error!(%error, "writer upkeep failed");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
 }
 
 /// The WAL length, in frames, that makes the writer finish a checkpoint itself.
@@ -214,15 +189,16 @@ pub struct Readers {
 type ReadJob = Box<dyn FnOnce(Option<&Connection>) + Send>;
 
 impl Readers {
-    /// A pool of `size` reader threads on `path` (each opens its connection on first use).
-    pub fn new(path: &Path, size: usize) -> Self {
+    /// A pool of `size` reader threads on `path` (each opens its connection on first use),
+    /// with each `(schema, file)` of `attach` attached to every connection.
+    pub fn new(path: &Path, size: usize, attach: &[(&'static str, PathBuf)]) -> Self {
         let (tx, rx) = mpsc::channel::<ReadJob>(size.max(1) * 64);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..size.max(1) {
-            let (rx, path) = (rx.clone(), path.to_owned());
+            let (rx, path, attach) = (rx.clone(), path.to_owned(), attach.to_vec());
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{i}"))
-                .spawn(move || reader_loop(&path, &rx))
+                .spawn(move || reader_loop(&path, &attach, &rx))
                 .expect("spawning a reader thread");
         }
         Self { tx }
@@ -252,7 +228,7 @@ impl Readers {
 
 /// One reader thread: takes jobs until every sender is gone. The receiver is shared; the
 /// thread holding its lock waits for the next job, the others for the lock.
-fn reader_loop(path: &Path, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
+fn reader_loop(path: &Path, attach: &[(&'static str, PathBuf)], rx: &Mutex<mpsc::Receiver<ReadJob>>) {
     let mut conn: Option<Connection> = None;
     loop {
         let job = match rx.lock() {
@@ -261,7 +237,7 @@ fn reader_loop(path: &Path, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
         };
         let Some(job) = job else { break };
         if conn.is_none() {
-            conn = open_reader(path).map_err(|error| tracing::error!(%error, "cannot open a read connection")).ok();
+            conn = open_reader(path, attach).map_err(|error| tracing::error!(%error, "cannot open a read connection")).ok();
         }
         // A panicking read drops its reply sender (its caller gets `Unavailable`), not the thread.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn.as_ref()))).is_err() {
@@ -342,9 +318,12 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
 /// distinct queries, so some were parsed again on every call).
 const STATEMENT_CACHE: usize = 64;
 
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+fn open_reader(path: &Path, attach: &[(&'static str, PathBuf)]) -> rusqlite::Result<Connection> {
     super::memory::configure();
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    for (schema, file) in attach {
+        conn.execute(&format!("ATTACH DATABASE ?1 AS {schema}"), [file.to_string_lossy()])?;
+    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
@@ -363,7 +342,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let conn = open_writer(&dir.path().join("t.db"), Durability::Normal).expect("open");
         conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)").expect("table");
-        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, WalLength::default(), None));
+        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, WalLength::default()));
         let insert = |v: &'static str, fail: bool| {
             let w = writer.clone();
             tokio::spawn(async move {
@@ -424,7 +403,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (b BLOB NOT NULL)").expect("table");
         let wal = WalLength::default();
         let _checkpointer = Checkpointer::spawn(&path, Durability::Normal, wal.clone()).expect("checkpointer");
-        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, wal, None));
+        let writer = std::sync::Arc::new(Writer::spawn(conn, 64, wal));
         // About 6 x WAL_RESET_FRAMES pages of rows (one 3,000-byte row per 4 KiB page), from
         // four writers that each keep a job in flight, over a few of the checkpointer's rounds.
         let (tasks, jobs, rows) = (4, 800, 8);

@@ -132,6 +132,12 @@ CREATE TABLE search_state (
     last_indexed INTEGER NOT NULL
 );
 INSERT INTO search_state (id, last_indexed) SELECT 0, COALESCE(MAX(id), 0) FROM messages;
+"#,
+// 6: the full-text index moves to a file of its own, `search.db`, written by its own thread
+// (`super::search`), which rebuilds it from the messages in the background.
+r#"
+DROP TABLE messages_fts;
+DROP TABLE search_state;
 "#];
 
 /// Brings the database to the newest schema version.

@@ -2,7 +2,7 @@
 //! opens a fresh store in its own temporary directory; the durability case reopens that
 //! directory.
 
-use super::{schema, SqliteStore};
+use super::{schema, search, SqliteStore};
 use std::sync::Arc;
 use switchboard_core::config::StorageConfig;
 use switchboard_core::ids::{DeviceId, MessageId, UserId};
@@ -92,7 +92,10 @@ async fn migration_4_keeps_messages_ids_and_search() {
     let conn = rusqlite::Connection::open(&path).expect("open");
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, schema::MIGRATIONS.len());
-    let automerge: i64 = conn.query_row("SELECT v FROM messages_fts_config WHERE k = 'automerge'", [], |r| r.get(0)).unwrap();
+    let old_index: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'messages_fts%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(old_index, 0, "migration 6 drops the index from the store");
+    let index = rusqlite::Connection::open(dir.path().join(search::FILE)).expect("open the index");
+    let automerge: i64 = index.query_row("SELECT v FROM messages_fts_config WHERE k = 'automerge'", [], |r| r.get(0)).unwrap();
     assert_eq!(automerge, 16);
 }
 
@@ -130,10 +133,10 @@ async fn a_failed_write_fails_only_its_own_messages() {
     assert_eq!(texts(store.search(carol, "y", 10).await.unwrap()), ["y"]);
 }
 
-/// Appends leave the full-text index to the writer's upkeep: while messages keep coming, the
-/// index catches up with them (`search_state`) without any search asking for it.
+/// Appends leave the full-text index to the indexer thread: while messages keep coming, the
+/// index (its own file) catches up with them (`search_state`) without any search asking for it.
 #[tokio::test]
-async fn the_writer_indexes_new_messages_for_search_after_their_commit() {
+async fn the_indexer_thread_indexes_new_messages_after_their_commit() {
     let (dir, store) = open().await;
     let ids = users(&store, &["alice", "bob"]).await;
     let dm = |text: String| NewMessage {
@@ -145,7 +148,7 @@ async fn the_writer_indexes_new_messages_for_search_after_their_commit() {
         media_id: None,
     };
     let first = store.append(vec![dm("findable zebra".into())]).await.remove(0).expect("send").view.message_id;
-    let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).expect("open");
+    let conn = rusqlite::Connection::open(dir.path().join(search::FILE)).expect("open");
     let indexed = || conn.query_row("SELECT last_indexed FROM search_state WHERE id = 0", [], |r| r.get::<_, i64>(0)).expect("state");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut n = 0;
@@ -160,4 +163,44 @@ async fn the_writer_indexes_new_messages_for_search_after_their_commit() {
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .expect("match");
     assert_eq!(hits, [first.0]);
+}
+
+/// An index ahead of the store (the store restored from an older copy, the index kept) is
+/// rebuilt: its entries would otherwise point at other messages that took the same ids.
+#[tokio::test]
+async fn an_index_ahead_of_the_store_is_rebuilt() {
+    let (dir, store) = open().await;
+    let ids = users(&store, &["alice", "bob"]).await;
+    let dm = |text: &str| NewMessage {
+        sender: ids[0],
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(ids[1]),
+        text: text.into(),
+        media_id: None,
+    };
+    store.append(vec![dm("zebra one"), dm("zebra two")]).await.into_iter().for_each(|r| drop(r.expect("send")));
+    assert_eq!(store.search(ids[1], "zebra", 10).await.unwrap().len(), 2);
+    drop(store);
+    // The indexer thread sees its handle gone at its next wake-up (every 200 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for f in ["switchboard.db", "switchboard.db-wal", "switchboard.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+
+    let store = reopen(&dir).await;
+    let ids = users(&store, &["alice", "bob"]).await;
+    let dm = |text: &str| NewMessage {
+        sender: ids[0],
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(ids[1]),
+        text: text.into(),
+        media_id: None,
+    };
+    let first = store.append(vec![dm("giraffe")]).await.remove(0).expect("send");
+    assert_eq!(first.view.message_id, MessageId(1), "ids start over in the new store");
+    assert!(store.search(ids[1], "zebra", 10).await.unwrap().is_empty(), "no hit from the old index");
+    let hits = store.search(ids[1], "giraffe", 10).await.unwrap();
+    assert_eq!(hits.iter().map(|m| m.message_id).collect::<Vec<_>>(), [MessageId(1)]);
 }
