@@ -70,6 +70,34 @@ pub struct Kernel {
     /// ListenDrops, SyncookiesSent, TCPTimeouts.
     #[serde(default)]
     pub tcp_ext: BTreeMap<String, u64>,
+    /// `/proc/stat`'s all-CPU line, in ticks; absent in older result files.
+    #[serde(default)]
+    pub cpu: CpuTicks,
+}
+
+/// Whole-machine CPU time by kind, in clock ticks (`/proc/stat`, first line).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct CpuTicks {
+    /// Every kind summed.
+    pub total: u64,
+    /// Idle, iowait excluded.
+    pub idle: u64,
+    /// Idle while I/O was outstanding.
+    pub iowait: u64,
+    /// Taken by the hypervisor for other guests while this one wanted to run: on a shared
+    /// VM, the noise behind run-to-run differences.
+    pub steal: u64,
+}
+
+impl CpuTicks {
+    /// Parses `/proc/stat`'s `cpu  user nice system idle iowait irq softirq steal ...` line.
+    pub fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+        // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+        let total = v.iter().take(8).sum();
+        Some(Self { total, idle: *v.get(3)?, iowait: *v.get(4)?, steal: v.get(7).copied().unwrap_or(0) })
+    }
 }
 
 /// TcpExt counters kept (a full accept queue drops handshakes; clients retry SYN after 1 s).
@@ -78,6 +106,7 @@ const TCP_EXT: &[&str] = &["ListenOverflows", "ListenDrops", "SyncookiesSent", "
 /// Reads sockstat and slabinfo.
 pub fn kernel() -> Kernel {
     let mut k = Kernel::default();
+    k.cpu = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(CpuTicks::parse).unwrap_or_default();
     if let Ok(s) = std::fs::read_to_string("/proc/net/sockstat") {
         if let Some(tcp) = s.lines().find(|l| l.starts_with("TCP:")) {
             let f: Vec<&str> = tcp.split_whitespace().collect();
@@ -129,6 +158,14 @@ pub fn loadavg() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_all_cpu_line() {
+        let stat = "cpu  100 5 50 800 20 1 4 30 7 0\ncpu0 50 2 25 400 10 0 2 15 0 0\n";
+        let t = CpuTicks::parse(stat).expect("parsed");
+        assert_eq!((t.total, t.idle, t.iowait, t.steal), (1010, 800, 20, 30));
+        assert!(CpuTicks::parse("intr 1 2 3").is_none());
+    }
 
     #[test]
     fn reads_own_process() {

@@ -327,6 +327,17 @@ impl Marks {
         Some(*kb.tcp_ext.get(key)? as f64 - *ka.tcp_ext.get(key)? as f64)
     }
 
+    /// Whole-machine CPU ticks between two marks.
+    fn machine_cpu(&self, a: &str, b: &str) -> Option<measure::CpuTicks> {
+        let (ka, kb) = (self.kernel[self.idx(a)?].cpu, self.kernel[self.idx(b)?].cpu);
+        (kb.total > ka.total).then(|| measure::CpuTicks {
+            total: kb.total - ka.total,
+            idle: kb.idle.saturating_sub(ka.idle),
+            iowait: kb.iowait.saturating_sub(ka.iowait),
+            steal: kb.steal.saturating_sub(ka.steal),
+        })
+    }
+
     fn client_cpu(&self, a: &str, b: &str) -> Option<f64> {
         Some(self.client_cpu[self.idx(b)?]? - self.client_cpu[self.idx(a)?]?)
     }
@@ -768,6 +779,11 @@ fn summarize(sc: &Scenario, finals: &[Final], m: &Marks, res: &mut RunResult) ->
     }
     if let Some(cpu) = m.client_cpu("run_start", "run_end") {
         res.fig("client_cpu_pct", "load generator CPU during traffic (% of one core, all workers)", cpu / d * 100.0, "%");
+    }
+    if let Some(t) = m.machine_cpu("run_start", "run_end") {
+        let pct = |x: u64| x as f64 / t.total as f64 * 100.0;
+        res.fig("machine_idle_pct", "machine CPU idle during traffic (% of all CPUs, iowait included)", pct(t.idle + t.iowait), "%");
+        res.fig("machine_steal_pct", "machine CPU stolen by the hypervisor during traffic (% of all CPUs)", pct(t.steal), "%");
     }
     Ok(())
 }
