@@ -35,6 +35,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
     indexer: search::Indexer,
+    /// `switchboard.db`.
+    path: std::path::PathBuf,
     _checkpointer: pool::Checkpointer,
 }
 
@@ -66,8 +68,8 @@ impl SqliteStore {
         let checkpointer = pool::Checkpointer::spawn(&path, cfg.durability, wal.clone()).map_err(backend)?;
         let writer = Writer::spawn(conn, cfg.batch_max, wal);
         let indexer = search::Indexer::spawn(&path)?;
-        let readers = Readers::new(&path, cfg.readers, &[("search", search::path_beside(&path))]);
-        Ok(Self { writer, readers, indexer, _checkpointer: checkpointer })
+        let readers = Readers::new(&path, cfg.readers);
+        Ok(Self { writer, readers, indexer, path, _checkpointer: checkpointer })
     }
 }
 
@@ -210,8 +212,13 @@ impl MessageStore for SqliteStore {
     async fn search(&self, user: UserId, query: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
         // A search sees every message committed before it: what is not indexed yet is first.
         self.indexer.catch_up().await?;
-        let query = query.to_owned();
-        self.readers.read(move |c| messages::search(c, user, &query, limit)).await
+        let (query, path) = (query.to_owned(), self.path.clone());
+        self.readers
+            .read(move |c| {
+                search::attach(c, &path)?;
+                messages::search(c, user, &query, limit)
+            })
+            .await
     }
 
     async fn receipt(&self, user: UserId, device: &DeviceId, message: MessageId, status: ReceiptStatus) -> Result<ReceiptNotices, StoreError> {

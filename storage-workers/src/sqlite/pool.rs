@@ -7,7 +7,7 @@
 //! answers each caller. A burst of N sends thus costs one commit.
 
 use rusqlite::{Connection, OpenFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use switchboard_core::config::Durability;
@@ -189,16 +189,15 @@ pub struct Readers {
 type ReadJob = Box<dyn FnOnce(Option<&Connection>) + Send>;
 
 impl Readers {
-    /// A pool of `size` reader threads on `path` (each opens its connection on first use),
-    /// with each `(schema, file)` of `attach` attached to every connection.
-    pub fn new(path: &Path, size: usize, attach: &[(&'static str, PathBuf)]) -> Self {
+    /// A pool of `size` reader threads on `path` (each opens its connection on first use).
+    pub fn new(path: &Path, size: usize) -> Self {
         let (tx, rx) = mpsc::channel::<ReadJob>(size.max(1) * 64);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..size.max(1) {
-            let (rx, path, attach) = (rx.clone(), path.to_owned(), attach.to_vec());
+            let (rx, path) = (rx.clone(), path.to_owned());
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{i}"))
-                .spawn(move || reader_loop(&path, &attach, &rx))
+                .spawn(move || reader_loop(&path, &rx))
                 .expect("spawning a reader thread");
         }
         Self { tx }
@@ -228,7 +227,7 @@ impl Readers {
 
 /// One reader thread: takes jobs until every sender is gone. The receiver is shared; the
 /// thread holding its lock waits for the next job, the others for the lock.
-fn reader_loop(path: &Path, attach: &[(&'static str, PathBuf)], rx: &Mutex<mpsc::Receiver<ReadJob>>) {
+fn reader_loop(path: &Path, rx: &Mutex<mpsc::Receiver<ReadJob>>) {
     let mut conn: Option<Connection> = None;
     loop {
         let job = match rx.lock() {
@@ -237,7 +236,7 @@ fn reader_loop(path: &Path, attach: &[(&'static str, PathBuf)], rx: &Mutex<mpsc:
         };
         let Some(job) = job else { break };
         if conn.is_none() {
-            conn = open_reader(path, attach).map_err(|error| tracing::error!(%error, "cannot open a read connection")).ok();
+            conn = open_reader(path).map_err(|error| tracing::error!(%error, "cannot open a read connection")).ok();
         }
         // A panicking read drops its reply sender (its caller gets `Unavailable`), not the thread.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn.as_ref()))).is_err() {
@@ -318,12 +317,9 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
 /// distinct queries, so some were parsed again on every call).
 const STATEMENT_CACHE: usize = 64;
 
-fn open_reader(path: &Path, attach: &[(&'static str, PathBuf)]) -> rusqlite::Result<Connection> {
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     super::memory::configure();
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    for (schema, file) in attach {
-        conn.execute(&format!("ATTACH DATABASE ?1 AS {schema}"), [file.to_string_lossy()])?;
-    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
