@@ -90,5 +90,33 @@ fn bench_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_encode);
+/// One flush of a busy receiver: 64 message frames of ~250 bytes encoded into one buffer,
+/// grown frame by frame (as `gatewayd`'s flush did) or sized once from the frames' lengths.
+fn bench_flush(c: &mut Criterion) {
+    let frames: Vec<Vec<u8>> = (0..64).map(|_| text(250)).collect();
+    let mut g = c.benchmark_group("frame/flush_64x250B");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.bench_function("grown", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            for f in black_box(&frames) {
+                encode(&mut out, Opcode::Text, true, f, None);
+            }
+            black_box(out.len())
+        })
+    });
+    g.bench_function("sized_once", |b| {
+        b.iter(|| {
+            let frames = black_box(&frames);
+            let mut out = Vec::with_capacity(frames.iter().map(|f| f.len() + 10).sum());
+            for f in frames {
+                encode(&mut out, Opcode::Text, true, f, None);
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_parse, bench_encode, bench_flush);
 criterion_main!(benches);

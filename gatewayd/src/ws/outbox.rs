@@ -29,7 +29,8 @@ pub enum OutFrame {
 }
 
 impl OutFrame {
-    fn len(&self) -> usize {
+    /// Bytes on the wire at most: the payload and the longest server frame header.
+    pub fn len(&self) -> usize {
         match self {
             Self::Text(b, _) | Self::Pong(b) => b.len() + 10,
             Self::Ping => 2,
