@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Override a scenario field: --set rate=max, --set 'gateway_set=["ws.rate_per_second=1000"]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Run the scenario this many times, one after another (fresh gateways each time, 5 s
+    /// apart), then print every figure's median, minimum and maximum: on a shared VM the same
+    /// binary's figures move from run to run (the steal figure shows when).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
 }
 
 /// `chatbench capacity`.

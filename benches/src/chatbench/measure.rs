@@ -105,8 +105,8 @@ const TCP_EXT: &[&str] = &["ListenOverflows", "ListenDrops", "SyncookiesSent", "
 
 /// Reads sockstat and slabinfo.
 pub fn kernel() -> Kernel {
-    let mut k = Kernel::default();
-    k.cpu = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(CpuTicks::parse).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(CpuTicks::parse).unwrap_or_default();
+    let mut k = Kernel { cpu, ..Kernel::default() };
     if let Ok(s) = std::fs::read_to_string("/proc/net/sockstat") {
         if let Some(tcp) = s.lines().find(|l| l.starts_with("TCP:")) {
             let f: Vec<&str> = tcp.split_whitespace().collect();

@@ -240,9 +240,48 @@ pub fn utc(secs: u64) -> (String, String) {
     (switchboard_core::time::iso_utc(secs), format!("{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}"))
 }
 
+/// A Markdown table of every figure that all `runs` report: median, minimum and maximum, in
+/// the first run's order (`chatbench run --repeat N`).
+pub fn spread(runs: &[RunResult]) -> String {
+    let mut out = format!(
+        "\n### {} runs of {}: median (min-max)\n\n| figure | median | min | max | unit |\n|---|---:|---:|---:|---|\n",
+        runs.len(),
+        runs.first().map_or("", |r| r.scenario.as_str())
+    );
+    for f in runs.first().map_or(&[][..], |r| &r.figures[..]) {
+        let mut values: Vec<f64> =
+            runs.iter().filter_map(|r| r.figures.iter().find(|g| g.name == f.name)).map(|g| g.value).collect();
+        if values.len() < runs.len() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 };
+        out += &format!("| {} | {} | {} | {} | {} |\n", f.label, num(median), num(values[0]), num(values[n - 1]), f.unit);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_takes_the_median_of_figures_every_run_has() {
+        let run = |figs: &[(&str, f64)]| {
+            let mut r = RunResult { scenario: "direct".into(), ..RunResult::default() };
+            for (name, v) in figs {
+                r.fig(name, name, *v, "x");
+            }
+            r
+        };
+        let runs = [run(&[("a", 3.0), ("b", 1.0)]), run(&[("a", 1.0)]), run(&[("a", 2.0), ("b", 5.0)]), run(&[("a", 10.0)])];
+        let t = spread(&runs);
+        assert!(t.contains("| a | 2.500 | 1 | 10 | x |"), "{t}");
+        assert!(!t.contains("| b |"), "b is missing from two runs: {t}");
+        let t = spread(&runs[..3]);
+        assert!(t.contains("| a | 2 | 1 | 3 | x |"), "{t}");
+    }
 
     #[test]
     fn formats() {

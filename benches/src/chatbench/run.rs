@@ -345,6 +345,24 @@ impl Marks {
 
 /// `chatbench run`.
 pub async fn run(a: RunArgs) -> Result<()> {
+    let mut results = Vec::with_capacity(a.repeat as usize);
+    for i in 0..a.repeat {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!("run {} of {}", i + 1, a.repeat);
+        }
+        results.push(run_once(&a).await?);
+    }
+    if results.len() > 1 {
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(report::spread(&results).as_bytes());
+    }
+    Ok(())
+}
+
+/// One run of the scenario: start the gateways (with `--spawn`), drive the load, stop them,
+/// write the JSON and plots and print the table.
+async fn run_once(a: &RunArgs) -> Result<RunResult> {
     let sc = Scenario::load(&a.scenario, &a.set)?;
     if a.spawn.is_empty() == a.target.is_empty() {
         bail!("give either --spawn PATH (repeatable) or --target ADDR (repeatable)");
@@ -364,7 +382,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
     }
     // Ctrl-C or SIGTERM drops the run (and with it the workers), then the gateways are stopped.
     let r = tokio::select! {
-        r = drive(&sc, &a, &mut gws, secret.as_deref(), started) => r,
+        r = drive(&sc, a, &mut gws, secret.as_deref(), started) => r,
         _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
     };
     for g in &mut gws {
@@ -390,7 +408,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
         let _ = std::io::stdout().lock().write_all(report::markdown(&r).as_bytes());
     }
     eprintln!("wrote {}", written.join(", "));
-    Ok(())
+    Ok(r)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
