@@ -81,9 +81,10 @@ struct Conv {
 }
 
 /// An append job on the writer's connection: checks and writes its messages one by one, in
-/// order, and then [`Batch::finish`] stores what it kept in memory. Every refusal happens in the read-only checks, before anything of its
-/// message is written, so a job needs no savepoint per message; an error from a write leaves
-/// the job half written and must fail the whole job (its caller rolls back).
+/// order, and then [`Batch::finish`] stores what it kept in memory. Every refusal happens in
+/// the read-only checks, before anything of its message is written, so a job needs no
+/// savepoint per message; an error from a write leaves the job half written and must fail the
+/// whole job (its caller rolls back).
 pub struct Batch<'c> {
     c: &'c Connection,
     convs: HashMap<ConversationId, Conv>,

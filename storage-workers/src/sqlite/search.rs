@@ -4,11 +4,11 @@
 //! Indexing (tokenizing each message, merging index segments) was about a sixth of the
 //! writer thread's time, and that thread is the ceiling of a saturating 1:1 load. In the same
 //! file the index shared the writer's one write lock, so it could only run between two
-//! commits; in its own file it runs beside them (benches/RESULTS.md, "The search index on its own
-//! thread"). The indexer reads new messages from the store, attached read-only,
-//! and records how far it got (`search_state`) in the same transaction as the index rows, so
-//! a crash loses nothing. The index is derived data: its file is synced at checkpoints only,
-//! and an index ahead of the store (a store restored from an older copy) is rebuilt.
+//! commits; in its own file it runs beside them (benches/RESULTS.md, "Update at `d351d9b`").
+//! The indexer reads new messages from the store, attached read-only, and records how far it
+//! got (`search_state`) in the same transaction as the index rows, so a crash loses nothing.
+//! The index is derived data: its file is synced at checkpoints only, and an index ahead of
+//! the store (a store restored from an older copy) is rebuilt.
 
 use super::pool::backend;
 use rusqlite::{params, Connection};
