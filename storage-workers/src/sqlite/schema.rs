@@ -146,16 +146,25 @@ DROP TABLE search_state;
 /// When a migration fails (the transaction is rolled back), or the database is newer than
 /// this binary.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<u32> {
+    apply(conn, MIGRATIONS, "store")
+}
+
+/// Applies the `migrations` a database (`what`, for the log) has not had yet, each in its own
+/// transaction, tracked in `PRAGMA user_version`; returns the version reached.
+///
+/// # Errors
+/// As [`migrate`].
+pub fn apply(conn: &mut Connection, migrations: &[&str], what: &str) -> rusqlite::Result<u32> {
     let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current as usize > MIGRATIONS.len() {
+    if current as usize > migrations.len() {
         return Err(rusqlite::Error::InvalidQuery);
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as u32)?;
         tx.commit()?;
-        tracing::info!(version = i + 1, "applied schema migration");
+        tracing::info!(database = what, version = i + 1, "applied schema migration");
     }
-    Ok(MIGRATIONS.len() as u32)
+    Ok(migrations.len() as u32)
 }

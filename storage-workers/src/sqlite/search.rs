@@ -112,16 +112,7 @@ fn open(store: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current as usize > MIGRATIONS.len() {
-        return Err(rusqlite::Error::InvalidQuery);
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
-        tx.commit()?;
-    }
+    super::schema::apply(&mut conn, MIGRATIONS, "search index")?;
     conn.execute("ATTACH DATABASE ?1 AS store", [read_only_uri(store)])?;
     let (indexed, newest): (i64, i64) = conn.query_row(
         "SELECT s.last_indexed, (SELECT COALESCE(MAX(id), 0) FROM store.messages) FROM search_state s WHERE s.id = 0",

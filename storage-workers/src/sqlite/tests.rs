@@ -165,20 +165,25 @@ async fn the_indexer_thread_indexes_new_messages_after_their_commit() {
     assert_eq!(hits, [first.0]);
 }
 
+/// A text message from `from` to `to`, its `clientMsgId` made from the text.
+fn text_to(from: UserId, to: UserId, text: &str) -> NewMessage {
+    NewMessage {
+        sender: from,
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(to),
+        text: text.into(),
+        media_id: None,
+    }
+}
+
 /// An index ahead of the store (the store restored from an older copy, the index kept) is
 /// rebuilt: its entries would otherwise point at other messages that took the same ids.
 #[tokio::test]
 async fn an_index_ahead_of_the_store_is_rebuilt() {
     let (dir, store) = open().await;
     let ids = users(&store, &["alice", "bob"]).await;
-    let dm = |text: &str| NewMessage {
-        sender: ids[0],
-        sender_device: DeviceId("phone".into()),
-        client_msg_id: Some(format!("c-{text}")),
-        target: Target::User(ids[1]),
-        text: text.into(),
-        media_id: None,
-    };
+    let dm = |text: &str| text_to(ids[0], ids[1], text);
     store.append(vec![dm("zebra one"), dm("zebra two")]).await.into_iter().for_each(|r| drop(r.expect("send")));
     assert_eq!(store.search(ids[1], "zebra", 10).await.unwrap().len(), 2);
     drop(store);
@@ -190,14 +195,7 @@ async fn an_index_ahead_of_the_store_is_rebuilt() {
 
     let store = reopen(&dir).await;
     let ids = users(&store, &["alice", "bob"]).await;
-    let dm = |text: &str| NewMessage {
-        sender: ids[0],
-        sender_device: DeviceId("phone".into()),
-        client_msg_id: Some(format!("c-{text}")),
-        target: Target::User(ids[1]),
-        text: text.into(),
-        media_id: None,
-    };
+    let dm = |text: &str| text_to(ids[0], ids[1], text);
     let first = store.append(vec![dm("giraffe")]).await.remove(0).expect("send");
     assert_eq!(first.view.message_id, MessageId(1), "ids start over in the new store");
     assert!(store.search(ids[1], "zebra", 10).await.unwrap().is_empty(), "no hit from the old index");
