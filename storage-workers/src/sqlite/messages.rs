@@ -408,20 +408,31 @@ fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, rea
     Ok(ChatSummary { chat_id: conv_s, kind, peer_id, group_id, title, last_message, unread_count })
 }
 
-/// Turns free text into an FTS5 query of quoted terms (all must match), so user input can
-/// never be FTS syntax.
-fn fts_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = q
-        .split(|ch: char| !ch.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .take(16)
-        .map(|t| format!("\"{t}\""))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
+/// Turns free text into an FTS5 query: its words as the index's tokenizer cuts them (at most
+/// 16, deduplicated), each quoted, all required; `None` when it has none. FTS5 itself cuts
+/// them, in a scratch table in the connection's temporary schema, so a query term is always
+/// exactly one indexed token: the index keeps no positions (`detail=none`, `super::search`),
+/// and a quoted term cut in two (a hyphenated word, a Devanagari word) would be a phrase,
+/// which it cannot match. User input never becomes query syntax.
+fn fts_query(c: &Connection, q: &str) -> Result<Option<String>, StoreError> {
+    // The tokenizer must be the index's (`super::search::MIGRATIONS`).
+    c.execute_batch(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words USING fts5(t, content='', detail=none, tokenize='unicode61');
+         CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_vocab USING fts5vocab(temp, query_words, 'row');
+         INSERT INTO temp.query_words(query_words) VALUES ('delete-all');",
+    )
+    .map_err(backend)?;
+    c.prepare_cached("INSERT INTO temp.query_words(rowid, t) VALUES (1, ?1)")
+        .and_then(|mut st| st.execute([q]))
+        .map_err(backend)?;
+    let mut st = c.prepare_cached("SELECT term FROM temp.query_vocab ORDER BY term LIMIT 16").map_err(backend)?;
+    let words: Vec<String> = st.query_map([], |r| r.get(0)).map_err(backend)?.collect::<Result<_, _>>().map_err(backend)?;
+    let quoted: Vec<String> = words.iter().map(|w| format!("\"{}\"", w.replace('"', "\"\""))).collect();
+    Ok((!quoted.is_empty()).then(|| quoted.join(" ")))
 }
 
 pub fn search(c: &Connection, user: UserId, q: &str, limit: usize) -> Result<Vec<MessageView>, StoreError> {
-    let Some(fts) = fts_query(q) else { return Err(StoreError::Invalid("query has no searchable words")) };
+    let Some(fts) = fts_query(c, q)? else { return Err(StoreError::Invalid("query has no searchable words")) };
     let sql = format!(
         "SELECT {MSG_COLS} FROM search.messages_fts JOIN messages m ON m.id = messages_fts.rowid {MEDIA_JOIN}
          JOIN inbox i ON i.message_id = m.id AND i.user_id = ?1
@@ -529,9 +540,13 @@ mod tests {
     use super::fts_query;
 
     #[test]
-    fn fts_query_quotes_terms_and_drops_syntax() {
-        assert_eq!(fts_query("hello world").as_deref(), Some("\"hello\" \"world\""));
-        assert_eq!(fts_query("a\" OR 1=1 NEAR(").as_deref(), Some("\"a\" \"OR\" \"1\" \"1\" \"NEAR\""));
-        assert_eq!(fts_query("  ** "), None);
+    fn fts_query_quotes_the_tokenizers_words_and_drops_syntax() {
+        let c = rusqlite::Connection::open_in_memory().expect("connection");
+        let q = |text: &str| fts_query(&c, text).expect("tokenized");
+        assert_eq!(q("hello world").as_deref(), Some("\"hello\" \"world\""));
+        assert_eq!(q("a\" OR 1=1 NEAR(").as_deref(), Some("\"1\" \"a\" \"near\" \"or\""));
+        assert_eq!(q("Wor-ld café").as_deref(), Some("\"cafe\" \"ld\" \"wor\""), "cut and folded as the index is");
+        assert_eq!(q("  ** "), None);
+        assert_eq!(q("again"), Some("\"again\"".into()), "the scratch table starts empty each time");
     }
 }

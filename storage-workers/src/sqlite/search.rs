@@ -30,8 +30,12 @@ const EVERY: Duration = Duration::from_millis(200);
 const CHUNK: i64 = 65_536;
 
 /// Migration `i` brings `search.db` from version `i` to `i + 1` (`PRAGMA user_version`).
-const MIGRATIONS: &[&str] = &[r#"
-CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='', columnsize=0);
+///
+/// The index keeps no positions (`detail=none`): phrase and NEAR queries are impossible, and
+/// search never makes one (`messages::fts_query` cuts a query into single tokens with the same
+/// tokenizer), and indexing costs a quarter fewer instructions (benches/MICRO.md).
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='', columnsize=0, detail=none, tokenize='unicode61');
 INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 16);
 CREATE TABLE search_state (
     id           INTEGER PRIMARY KEY CHECK (id = 0),

@@ -202,3 +202,19 @@ async fn an_index_ahead_of_the_store_is_rebuilt() {
     let hits = store.search(ids[1], "giraffe", 10).await.unwrap();
     assert_eq!(hits.iter().map(|m| m.message_id).collect::<Vec<_>>(), [MessageId(1)]);
 }
+
+/// A query word the tokenizer cuts in two finds its message: the index keeps no positions, so
+/// the query is cut by the same tokenizer and searched as separate words, never as a phrase
+/// (which such an index refuses). "नामक" and "xⓑy" are single words to Rust's
+/// `char::is_alphanumeric` (a vowel sign, a circled letter) but two tokens to FTS5.
+#[tokio::test]
+async fn a_word_the_tokenizer_cuts_in_two_is_found() {
+    let (_dir, store) = open().await;
+    let ids = users(&store, &["alice", "bob"]).await;
+    let sent = store.append(vec![text_to(ids[0], ids[1], "नामक नमस्ते xⓑy, see the e-mail")]).await.remove(0).expect("send");
+    for q in ["नामक", "नमस्ते", "xⓑy", "e-mail", "E-MAIL नमस्ते"] {
+        let hits = store.search(ids[1], q, 10).await.unwrap_or_else(|e| panic!("query {q:?}: {e}"));
+        assert_eq!(hits.iter().map(|m| m.message_id).collect::<Vec<_>>(), [sent.view.message_id], "query {q:?}");
+    }
+    assert!(store.search(ids[1], "e-commerce", 10).await.unwrap().is_empty(), "every word must match");
+}
