@@ -103,7 +103,15 @@ fn watch(mut poll: Poll) {
 impl Lot {
     /// Takes a session out and starts its task again; nothing if it was already resumed.
     fn resume(&self, token: usize) {
-        let Some(p) = self.parked.lock().remove(&token) else { return };
+        // The session leaves the map and joins its gateway's task tracker under one lock:
+        // `resume_all` (shutdown) takes the same lock, so a session this thread is resuming
+        // meanwhile is already tracked when shutdown waits for the tracker. Before, a session
+        // woken by its close frame could be between the two while the tracker, empty, let the
+        // gateway exit: the client lost its 1001 (seen once in CI, `binary.rs`
+        // `sigterm_closes_sockets_with_1001_and_exits_cleanly`; an in-process test cannot see
+        // it, as its runtime outlives the gateway and still runs the late task).
+        let mut parked = self.parked.lock();
+        let Some(p) = parked.remove(&token) else { return };
         let _ = self.registry.deregister(&mut SourceFd(&p.stream.as_raw_fd()));
         metrics::gauge!(names::GATEWAY_CONNECTIONS_PARKED).decrement(1.0);
         let Parked { stream, shared, state, rt } = p;
@@ -118,6 +126,7 @@ impl Lot {
                 }
             }
         });
+        drop(parked);
         rt.spawn(task);
     }
 }
