@@ -98,6 +98,16 @@ impl CpuTicks {
         let total = v.iter().take(8).sum();
         Some(Self { total, idle: *v.get(3)?, iowait: *v.get(4)?, steal: v.get(7).copied().unwrap_or(0) })
     }
+
+    /// The ticks spent since `earlier`; `None` if none passed (or it was not read).
+    pub fn since(self, earlier: Self) -> Option<Self> {
+        (self.total > earlier.total).then(|| Self {
+            total: self.total - earlier.total,
+            idle: self.idle.saturating_sub(earlier.idle),
+            iowait: self.iowait.saturating_sub(earlier.iowait),
+            steal: self.steal.saturating_sub(earlier.steal),
+        })
+    }
 }
 
 /// TcpExt counters kept (a full accept queue drops handshakes; clients retry SYN after 1 s).
@@ -165,6 +175,10 @@ mod tests {
         let t = CpuTicks::parse(stat).expect("parsed");
         assert_eq!((t.total, t.idle, t.iowait, t.steal), (1010, 800, 20, 30));
         assert!(CpuTicks::parse("intr 1 2 3").is_none());
+        let later = CpuTicks { total: 1110, idle: 850, iowait: 20, steal: 40 };
+        let d = later.since(t).expect("ticks passed");
+        assert_eq!((d.total, d.idle, d.iowait, d.steal), (100, 50, 0, 10));
+        assert!(t.since(t).is_none());
     }
 
     #[test]

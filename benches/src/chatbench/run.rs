@@ -329,13 +329,7 @@ impl Marks {
 
     /// Whole-machine CPU ticks between two marks.
     fn machine_cpu(&self, a: &str, b: &str) -> Option<measure::CpuTicks> {
-        let (ka, kb) = (self.kernel[self.idx(a)?].cpu, self.kernel[self.idx(b)?].cpu);
-        (kb.total > ka.total).then(|| measure::CpuTicks {
-            total: kb.total - ka.total,
-            idle: kb.idle.saturating_sub(ka.idle),
-            iowait: kb.iowait.saturating_sub(ka.iowait),
-            steal: kb.steal.saturating_sub(ka.steal),
-        })
+        self.kernel[self.idx(b)?].cpu.since(self.kernel[self.idx(a)?].cpu)
     }
 
     fn client_cpu(&self, a: &str, b: &str) -> Option<f64> {
@@ -354,7 +348,6 @@ pub async fn run(a: RunArgs) -> Result<()> {
         results.push(run_once(&a).await?);
     }
     if results.len() > 1 {
-        use std::io::Write;
         let _ = std::io::stdout().lock().write_all(report::spread(&results).as_bytes());
     }
     Ok(())

@@ -410,18 +410,15 @@ fn summary(c: &Connection, user: UserId, conv: ConversationId, last_id: i64, rea
 
 /// Turns free text into an FTS5 query: its words as the index's tokenizer cuts them (at most
 /// 16, deduplicated), each quoted, all required; `None` when it has none. FTS5 itself cuts
-/// them, in a scratch table in the connection's temporary schema, so a query term is always
-/// exactly one indexed token: the index keeps no positions (`detail=none`, `super::search`),
-/// and a quoted term cut in two (a hyphenated word, a Devanagari word) would be a phrase,
-/// which it cannot match. User input never becomes query syntax.
+/// them, in the connection's scratch table (`search::create_query_scratch`, made when the
+/// reader attached the index), so a query term is always exactly one indexed token: the index
+/// keeps no positions (`detail=none`, `super::search`), and a quoted term cut in two (a
+/// hyphenated word, a Devanagari word) would be a phrase, which it cannot match. User input
+/// never becomes query syntax.
 fn fts_query(c: &Connection, q: &str) -> Result<Option<String>, StoreError> {
-    // The tokenizer must be the index's (`super::search::MIGRATIONS`).
-    c.execute_batch(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words USING fts5(t, content='', detail=none, tokenize='unicode61');
-         CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_vocab USING fts5vocab(temp, query_words, 'row');
-         INSERT INTO temp.query_words(query_words) VALUES ('delete-all');",
-    )
-    .map_err(backend)?;
+    c.prepare_cached("INSERT INTO temp.query_words(query_words) VALUES ('delete-all')")
+        .and_then(|mut st| st.execute([]))
+        .map_err(backend)?;
     c.prepare_cached("INSERT INTO temp.query_words(rowid, t) VALUES (1, ?1)")
         .and_then(|mut st| st.execute([q]))
         .map_err(backend)?;
@@ -542,6 +539,7 @@ mod tests {
     #[test]
     fn fts_query_quotes_the_tokenizers_words_and_drops_syntax() {
         let c = rusqlite::Connection::open_in_memory().expect("connection");
+        crate::sqlite::search::create_query_scratch(&c).expect("scratch tables");
         let q = |text: &str| fts_query(&c, text).expect("tokenized");
         assert_eq!(q("hello world").as_deref(), Some("\"hello\" \"world\""));
         assert_eq!(q("a\" OR 1=1 NEAR(").as_deref(), Some("\"1\" \"a\" \"near\" \"or\""));

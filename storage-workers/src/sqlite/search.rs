@@ -80,15 +80,15 @@ impl Indexer {
 }
 
 /// The index's path for the store at `store`.
-pub fn path_beside(store: &Path) -> PathBuf {
+fn path_beside(store: &Path) -> PathBuf {
     store.with_file_name(FILE)
 }
 
-/// Attaches the index beside `store` to a reader connection as `search`, unless it is
-/// already: on first use, so that readers which never serve a search never open the index or
-/// load its schema (idle runs, 18,000 sessions: 534-594 B per session with this, 556-602 B
-/// attached at open, 523-587 B before the index had its own file; the spread is run-to-run
-/// noise on this machine).
+/// Readies a reader connection for searches, once: attaches the index beside `store` as
+/// `search` and creates the query scratch tables ([`create_query_scratch`]). On first use, so
+/// that readers which never serve a search never open the index or load its schema (idle runs,
+/// 18,000 sessions: 534-594 B per session with this, 556-602 B attached at open, 523-587 B
+/// before the index had its own file; the spread is run-to-run noise on this machine).
 ///
 /// # Errors
 /// When the index cannot be attached.
@@ -99,8 +99,29 @@ pub fn attach(conn: &Connection, store: &Path) -> Result<(), StoreError> {
         .map_err(backend)?;
     if !attached {
         conn.execute("ATTACH DATABASE ?1 AS search", [path_beside(store).to_string_lossy()]).map_err(backend)?;
+        create_query_scratch(conn)?;
     }
     Ok(())
+}
+
+/// Creates, in `conn`'s temporary schema, the table a search query is tokenized through
+/// (`temp.query_words`, with the index's tokenizer: see [`MIGRATIONS`]) and its vocabulary
+/// (`temp.query_vocab`), read by `messages::fts_query`.
+///
+/// # Errors
+/// When the tables cannot be created.
+pub fn create_query_scratch(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words USING fts5(t, content='', detail=none, tokenize='unicode61');
+         CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_vocab USING fts5vocab(temp, query_words, 'row');",
+    )
+    .map_err(backend)
+}
+
+/// How far the index goes and the newest message in the store.
+fn progress(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached("SELECT s.last_indexed, (SELECT COALESCE(MAX(id), 0) FROM store.messages) FROM search_state s WHERE s.id = 0")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
 }
 
 /// `path` as an SQLite URI that opens it read-only.
@@ -118,11 +139,7 @@ fn open(store: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     super::schema::apply(&mut conn, MIGRATIONS, "search index")?;
     conn.execute("ATTACH DATABASE ?1 AS store", [read_only_uri(store)])?;
-    let (indexed, newest): (i64, i64) = conn.query_row(
-        "SELECT s.last_indexed, (SELECT COALESCE(MAX(id), 0) FROM store.messages) FROM search_state s WHERE s.id = 0",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (indexed, newest) = progress(&conn)?;
     if indexed > newest {
         tracing::warn!(indexed, newest, "search index is ahead of the store; rebuilding it");
         conn.execute_batch(
@@ -167,7 +184,7 @@ fn catch_up(conn: &Connection) -> Result<i64, StoreError> {
 /// Adds up to [`CHUNK`] messages not yet indexed, oldest first, in one transaction with the
 /// progress mark. A deferred transaction: it writes `search.db` only, and reads the store
 /// from a snapshot without holding up its writer.
-pub fn index_chunk(conn: &Connection) -> Result<i64, StoreError> {
+fn index_chunk(conn: &Connection) -> Result<i64, StoreError> {
     let started = Instant::now();
     conn.execute_batch("BEGIN").map_err(backend)?;
     let out = index_chunk_in_transaction(conn);
@@ -182,12 +199,7 @@ pub fn index_chunk(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 fn index_chunk_in_transaction(conn: &Connection) -> Result<i64, StoreError> {
-    let (done, newest): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT s.last_indexed, (SELECT COALESCE(MAX(id), 0) FROM store.messages) FROM search_state s WHERE s.id = 0",
-        )
-        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
-        .map_err(backend)?;
+    let (done, newest) = progress(conn).map_err(backend)?;
     if newest <= done {
         return Ok(0);
     }
