@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 /// Slab caches reported (both ends of loopback connections live in this kernel).
@@ -31,11 +32,66 @@ pub fn proc(pid: u32) -> Option<Proc> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let (_, ticks) = stat_cpu_ticks(&stat)?;
     Some(Proc { rss_kib, cpu_s: ticks as f64 / clk_tck() })
+}
+
+/// The command name and utime + stime (ticks) of a `/proc/<pid>/stat` or
+/// `/proc/<pid>/task/<tid>/stat` line.
+fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    // The name is in parentheses and may hold spaces and parentheses itself; after it come the
+    // state (field 3), ..., utime (14) and stime (15).
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((stat.get(open + 1..close)?, ticks))
+}
+
+/// A thread's name without a trailing instance number: the threads of one pool are summed
+/// (`sqlite-reader-3` → `sqlite-reader`).
+fn thread_kind(name: &str) -> &str {
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if trimmed.len() < name.len() {
+        trimmed.trim_end_matches(['-', '_', ' ', '#'])
+    } else {
+        name
+    }
+}
+
+/// CPU seconds (utime + stime) of a process's live threads, summed by [`thread_kind`]; empty
+/// if the process is gone. A thread that has exited no longer counts here (its time stays in
+/// the process's total).
+pub fn threads(pid: u32) -> BTreeMap<String, f64> {
+    let mut by_kind = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_kind };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        if let Some((name, ticks)) = stat_cpu_ticks(&stat) {
+            *by_kind.entry(thread_kind(name).to_owned()).or_insert(0.0) += ticks as f64 / clk_tck();
+        }
+    }
+    by_kind
+}
+
+/// This machine, for the record: CPU model and clock (`/proc/cpuinfo`), CPU count, kernel
+/// release. Results from two machines of the same nominal size can differ by half.
+pub fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut s = format!("{} × {}", cpus, field("model name").unwrap_or_else(|| "unknown CPU".into()));
+    if let Some(mhz) = field("cpu MHz").and_then(|v| v.parse::<f64>().ok()) {
+        let _ = write!(s, " at {mhz:.0} MHz");
+    }
+    if let Ok(rel) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        let _ = write!(s, ", Linux {}", rel.trim());
+    }
+    s
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
@@ -168,6 +224,28 @@ pub fn loadavg() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_thread_cpu_and_groups_numbered_threads() {
+        let line = "4711 (sqlite-reader-3) S 1 4711 4711 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(stat_cpu_ticks(line), Some(("sqlite-reader-3", 300)));
+        let odd = "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 1 0 0";
+        assert_eq!(stat_cpu_ticks(odd), Some(("a (b) c", 3)), "a name with spaces and parentheses");
+        assert_eq!(stat_cpu_ticks("7 (x) R 1"), None, "truncated");
+        assert_eq!(thread_kind("sqlite-reader-3"), "sqlite-reader");
+        assert_eq!(thread_kind("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(thread_kind("worker12"), "worker");
+        let own = threads(std::process::id());
+        assert!(!own.is_empty(), "this test's own threads");
+        assert!(own.values().all(|s| *s >= 0.0));
+    }
+
+    #[test]
+    fn names_the_machine() {
+        let m = machine();
+        assert!(m.contains(" × "), "{m}");
+        assert!(m.contains("Linux "), "{m}");
+    }
 
     #[test]
     fn parses_the_all_cpu_line() {

@@ -59,6 +59,17 @@ pub struct ServerReadings {
     pub at: BTreeMap<String, Proc>,
 }
 
+/// Server CPU of one kind of thread (summed over gateways) over the scenario's main phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThreadCpu {
+    /// Thread name without its instance number (`sqlite-reader`, `tokio-runtime-w`).
+    pub name: String,
+    /// utime + stime over the phase, seconds.
+    pub cpu_s: f64,
+    /// Per delivered message, µs (traffic scenarios).
+    pub us_per_delivery: Option<f64>,
+}
+
 /// Everything about one run. Missing fields read as empty (small hand-written fixtures).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -79,6 +90,8 @@ pub struct RunResult {
     pub gateway_flags: Vec<String>,
     /// CPUs of this machine.
     pub cpus: usize,
+    /// CPU model, clock and kernel (`measure::machine`).
+    pub machine: String,
     /// /proc/loadavg before and after.
     pub loadavg_before: String,
     /// After.
@@ -97,6 +110,12 @@ pub struct RunResult {
     pub kernel: BTreeMap<String, Kernel>,
     /// Gateway readings at the phase boundaries.
     pub servers: Vec<ServerReadings>,
+    /// Which phase [`Self::server_threads`] covers ("run_start → run_end").
+    pub server_threads_phase: String,
+    /// Length of that phase, seconds.
+    pub server_threads_secs: f64,
+    /// Server CPU by kind of thread over that phase, most first.
+    pub server_threads: Vec<ThreadCpu>,
     /// Load-generator processes' CPU seconds (all workers) per phase.
     pub client_cpu_s: BTreeMap<String, f64>,
     /// Once a second.
@@ -162,6 +181,9 @@ pub fn markdown(r: &RunResult) -> String {
         r.loadavg_before,
         r.loadavg_after
     );
+    if !r.machine.is_empty() {
+        let _ = writeln!(s, "Machine: {}.\n", r.machine);
+    }
     let _ = writeln!(s, "| figure | value | unit |\n|---|---:|---|");
     for f in &r.figures {
         let _ = writeln!(s, "| {} | {} | {} |", f.label, num(f.value), f.unit);
@@ -181,6 +203,19 @@ pub fn markdown(r: &RunResult) -> String {
                 num(p.p999),
                 num(p.max)
             );
+        }
+    }
+    if !r.server_threads.is_empty() {
+        let d = r.server_threads_secs.max(1e-9);
+        let _ = writeln!(
+            s,
+            "\n| server thread ({}, {} s) | CPU s | % of one core | µs per delivered message |\n|---|---:|---:|---:|",
+            r.server_threads_phase,
+            num(r.server_threads_secs)
+        );
+        for t in &r.server_threads {
+            let per = t.us_per_delivery.map_or_else(|| "–".to_owned(), num);
+            let _ = writeln!(s, "| {} | {} | {} | {per} |", t.name, num(t.cpu_s), num(t.cpu_s / d * 100.0));
         }
     }
     for (title, m) in [("error frames", &r.errors), ("connect failures", &r.open_errors), ("connections lost", &r.drops)] {

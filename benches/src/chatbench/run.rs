@@ -5,7 +5,7 @@ use crate::cli::RunArgs;
 use crate::gateway::{Gateway, BENCH_SETTINGS};
 use crate::measure::{self, Proc};
 use crate::proto::{Cmd, Ev, Final, Opened, RecvAgg, SendAgg, StreamKey, Tick, Traffic};
-use crate::report::{self, Row, RunResult, ServerReadings};
+use crate::report::{self, Row, RunResult, ServerReadings, ThreadCpu};
 use crate::scenario::{Kind, Rate, Scenario};
 use crate::setup;
 use crate::stats::{self, instant_at, unix_ns, Percentiles};
@@ -258,9 +258,13 @@ impl Collector {
 }
 
 /// Readings of every measured gateway, the kernel and the workers at a phase boundary.
+#[derive(Default)]
 struct Marks {
     names: Vec<&'static str>,
+    at: Vec<Instant>,
     procs: Vec<Vec<Option<Proc>>>,
+    /// Per gateway, CPU seconds by kind of thread (`measure::threads`).
+    threads: Vec<Vec<BTreeMap<String, f64>>>,
     kernel: Vec<measure::Kernel>,
     client_cpu: Vec<Option<f64>>,
 }
@@ -268,7 +272,9 @@ struct Marks {
 impl Marks {
     fn take(&mut self, name: &'static str, gws: &[Gateway], workers: &Workers) {
         self.names.push(name);
+        self.at.push(Instant::now());
         self.procs.push(gws.iter().map(|g| g.pid.and_then(measure::proc)).collect());
+        self.threads.push(gws.iter().map(|g| g.pid.map(measure::threads).unwrap_or_default()).collect());
         self.kernel.push(measure::kernel());
         self.client_cpu.push(workers.cpu_s());
     }
@@ -325,6 +331,21 @@ impl Marks {
     fn tcp_ext_delta(&self, a: &str, b: &str, key: &str) -> Option<f64> {
         let (ka, kb) = (&self.kernel[self.idx(a)?], &self.kernel[self.idx(b)?]);
         Some(*kb.tcp_ext.get(key)? as f64 - *ka.tcp_ext.get(key)? as f64)
+    }
+
+    /// Server CPU by kind of thread between two marks, summed over gateways, most first,
+    /// with the seconds between the marks. A kind that only ran in between is missing.
+    fn threads_delta(&self, a: &str, b: &str) -> Option<(Vec<(String, f64)>, f64)> {
+        let (ia, ib) = (self.idx(a)?, self.idx(b)?);
+        let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+        for (ta, tb) in self.threads[ia].iter().zip(&self.threads[ib]) {
+            for (name, cpu) in tb {
+                *sum.entry(name.clone()).or_default() += cpu - ta.get(name).copied().unwrap_or(0.0);
+            }
+        }
+        let mut v: Vec<(String, f64)> = sum.into_iter().filter(|(_, cpu)| *cpu > 0.0).collect();
+        v.sort_by(|x, y| y.1.total_cmp(&x.1));
+        (!v.is_empty()).then(|| (v, (self.at[ib] - self.at[ia]).as_secs_f64()))
     }
 
     /// Whole-machine CPU ticks between two marks.
@@ -429,6 +450,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
             .map(|g| format!("{}{}", g.addr, g.pid.map_or(String::new(), |p| format!(" (pid {p})"))))
             .collect(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine: measure::machine(),
         loadavg_before: measure::loadavg(),
         ..RunResult::default()
     };
@@ -484,7 +506,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     for (w, sessions) in shares.into_iter().enumerate() {
         workers.send(w, &Cmd::Setup { worker: w as u32, t0_ns, traffic: traffic.clone(), sessions })?;
     }
-    let mut m = Marks { names: Vec::new(), procs: Vec::new(), kernel: Vec::new(), client_cpu: Vec::new() };
+    let mut m = Marks::default();
     m.take("start", gws, &workers);
 
     // Connect.
@@ -614,6 +636,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     }
     res.timeline = c.rows.values().map(|a| a.row.clone()).filter(|r| r.t <= last_k).collect();
     summarize(sc, &finals, &m, &mut res)?;
+    server_threads(&m, &mut res);
     for (i, g) in gws.iter().enumerate() {
         let Some(pid) = g.pid else { continue };
         let mut s = ServerReadings { addr: g.addr.to_string(), pid, ..ServerReadings::default() };
@@ -631,6 +654,20 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
         }
     }
     Ok(res)
+}
+
+/// Server CPU by kind of thread over the scenario's main phase: traffic, the reconnect storm,
+/// or opening the sessions.
+fn server_threads(m: &Marks, res: &mut RunResult) {
+    let phases = [("run_start", "run_end"), ("storm_start", "reconnected"), ("start", "connected")];
+    let Some(((a, b), (threads, secs))) = phases.iter().find_map(|&(a, b)| Some(((a, b), m.threads_delta(a, b)?))) else { return };
+    let delivered = res.figures.iter().find(|f| f.name == "delivered").map(|f| f.value).filter(|_| a == "run_start");
+    res.server_threads_phase = format!("{a} → {b}");
+    res.server_threads_secs = secs;
+    res.server_threads = threads
+        .into_iter()
+        .map(|(name, cpu_s)| ThreadCpu { name, cpu_s, us_per_delivery: delivered.filter(|d| *d > 0.0).map(|d| cpu_s * 1e6 / d) })
+        .collect();
 }
 
 fn merge_opened(v: &[Opened]) -> Opened {
