@@ -75,3 +75,43 @@ pub fn describe() {
     describe_histogram!(SEARCH_INDEX_DURATION, Unit::Seconds, "One transaction of the search indexer");
     describe_counter!(SEARCH_INDEXED, "Messages added to the full-text index");
 }
+
+/// The process's own figures in the Prometheus client's standard names and types
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, `process_threads`, `process_start_time_seconds`, ...), read from
+/// `/proc/self` now, as exposition text to append to `/metrics`: dashboards and `chatbench`
+/// (for a gateway on another machine) see memory and CPU without access to the host. Written
+/// here rather than through the `metrics` crate, whose counters are whole numbers: CPU seconds
+/// keep their fraction.
+pub fn process_text() -> String {
+    use std::fmt::Write as _;
+    let m = metrics_process::collector::collect();
+    let mut s = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    };
+    let f = |v: Option<u64>| v.map(|v| v as f64);
+    put("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", m.cpu_seconds_total);
+    put("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", f(m.resident_memory_bytes));
+    put("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", f(m.virtual_memory_bytes));
+    put("process_open_fds", "gauge", "Number of open file descriptors.", f(m.open_fds));
+    put("process_max_fds", "gauge", "Maximum number of open file descriptors (0: unlimited).", f(m.max_fds));
+    put("process_threads", "gauge", "Number of OS threads in the process.", f(m.threads));
+    put("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch in seconds.", f(m.start_time_seconds));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_text_has_this_process_figures() {
+        let text = super::process_text();
+        let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+        assert!(value("process_resident_memory_bytes").is_some_and(|v| v > 0.0), "{text}");
+        assert!(value("process_open_fds").is_some_and(|v| v >= 1.0), "{text}");
+        assert!(value("process_cpu_seconds_total").is_some_and(|v| v >= 0.0), "{text}");
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"), "{text}");
+    }
+}

@@ -167,7 +167,8 @@ fn admin_routes(stop: CancellationToken) -> axum::Router {
         .route(
             "/metrics",
             get(|| async {
-                let body = PROMETHEUS.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default();
+                let mut body = PROMETHEUS.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default();
+                body.push_str(&crate::metrics::process_text());
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
             }),
         )

@@ -416,6 +416,14 @@ async fn admin_endpoints_and_openapi() {
     for name in ["switchboard_gateway_connections_active", "switchboard_http_request_duration_seconds"] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The process's own figures, which chatbench reads for a gateway on another machine.
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    let rss = value("process_resident_memory_bytes").expect("process_resident_memory_bytes on /metrics");
+    assert!(rss > 1_000_000.0, "resident memory {rss} B");
+    assert!(value("process_cpu_seconds_total").is_some(), "process_cpu_seconds_total on /metrics");
+    assert!(value("process_open_fds").is_some_and(|n| n >= 3.0), "process_open_fds on /metrics");
     // The router's figures: in this process (standalone) or on the router's own admin listener.
     let router_metrics = match s.router_admin_get("/metrics").await {
         Some((st, text)) => {
@@ -426,6 +434,7 @@ async fn admin_endpoints_and_openapi() {
         None => metrics,
     };
     assert!(router_metrics.contains("switchboard_router_messages_total"), "router metrics missing");
+    assert!(router_metrics.contains("process_resident_memory_bytes"), "the router's process figures missing");
     let res = s.raw(Method::GET, "/openapi.json").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let doc: Value = res.json().await.unwrap();

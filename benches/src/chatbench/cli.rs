@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// PID of a running gateway to measure (repeatable, with --target).
     #[arg(long)]
     pub pid: Vec<u32>,
+    /// Admin address (`server.admin_listen`) of a --target gateway, for its RSS and CPU from
+    /// /metrics when it runs on another machine (repeatable, in --target order; --pid wins).
+    #[arg(long)]
+    pub metrics: Vec<SocketAddr>,
     /// The gateways' HS256 secret (tokens are minted with it); random with --spawn.
     #[arg(long, env = "SWITCHBOARD_AUTH_JWT_SECRET", hide_env_values = true)]
     pub secret: Option<String>,

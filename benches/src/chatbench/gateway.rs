@@ -1,8 +1,9 @@
 //! Gateways under test: started by the harness (`--spawn`: temp data dir, free loopback ports,
 //! cheap argon2, long keepalive, the run's secret; stopped with SIGTERM by PID) or given
-//! (`--target`, optionally `--pid` to measure).
+//! (`--target`, optionally `--pid` to measure it here or `--metrics` to read its /metrics).
 
 use crate::http::Http;
+use crate::measure::{self, Proc};
 use anyhow::{bail, Context, Result};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// PID to measure, if local.
     pub pid: Option<u32>,
+    /// Admin listener whose /metrics gives RSS and CPU when there is no PID (another machine).
+    pub metrics: Option<SocketAddr>,
     child: Option<Child>,
     dir: Option<PathBuf>,
 }
@@ -33,8 +36,23 @@ fn free_port() -> Result<u16> {
 
 impl Gateway {
     /// A gateway the harness did not start.
-    pub fn external(addr: SocketAddr, pid: Option<u32>) -> Self {
-        Self { addr, pid, child: None, dir: None }
+    pub fn external(addr: SocketAddr, pid: Option<u32>, metrics: Option<SocketAddr>) -> Self {
+        Self { addr, pid, metrics, child: None, dir: None }
+    }
+
+    /// Whether its RSS and CPU can be read: a PID here, or a /metrics address.
+    pub fn measured(&self) -> bool {
+        self.pid.is_some() || self.metrics.is_some()
+    }
+
+    /// Its RSS and CPU now: from `/proc/<pid>` when local, else from its /metrics; None if
+    /// neither answers.
+    pub async fn reading(&self) -> Option<Proc> {
+        if let Some(pid) = self.pid {
+            return measure::proc(pid);
+        }
+        let (status, text) = Http::get_text(self.metrics?, "/metrics").await.ok()?;
+        (status == 200).then(|| measure::from_prometheus(&text)).flatten()
     }
 
     /// Starts `bin` and waits for its `/readyz`.
@@ -61,7 +79,7 @@ impl Gateway {
             cmd.arg("--set").arg(s);
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let mut gw = Self { addr, pid: Some(child.id()), child: Some(child), dir: Some(dir) };
+        let mut gw = Self { addr, pid: Some(child.id()), metrics: Some(admin), child: Some(child), dir: Some(dir) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = gw.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

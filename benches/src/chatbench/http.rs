@@ -99,11 +99,25 @@ impl Http {
 
     /// GET returning only the status (for /readyz).
     pub async fn status(addr: SocketAddr, path: &str) -> Result<u16> {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
-        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")
+        Ok(Self::get_text(addr, path).await?.0)
+    }
+
+    /// GET on a connection of its own (`Connection: close`): (status, body as text). For the
+    /// admin listener's /readyz and /metrics; gives up after 2 s.
+    pub async fn get_text(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+        let exchange = async {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await?;
+            anyhow::Ok(buf)
+        };
+        let buf = tokio::time::timeout(std::time::Duration::from_secs(2), exchange)
+            .await
+            .with_context(|| format!("GET {addr}{path}: no answer in 2 s"))??;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")?;
+        Ok((status, body.to_owned()))
     }
 }

@@ -94,6 +94,18 @@ pub fn machine() -> String {
     s
 }
 
+/// A process's reading from its Prometheus text (`process_resident_memory_bytes`,
+/// `process_cpu_seconds_total`, as every Switchboard service's /metrics has them); None
+/// without both.
+pub fn from_prometheus(text: &str) -> Option<Proc> {
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    let rss = value("process_resident_memory_bytes")?;
+    let cpu_s = value("process_cpu_seconds_total")?;
+    Some(Proc { rss_kib: (rss / 1024.0) as u64, cpu_s })
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
 pub fn clk_tck() -> f64 {
     static TCK: OnceLock<f64> = OnceLock::new();
@@ -238,6 +250,19 @@ mod tests {
         let own = threads(std::process::id());
         assert!(!own.is_empty(), "this test's own threads");
         assert!(own.values().all(|s| *s >= 0.0));
+    }
+
+    #[test]
+    fn reads_a_process_from_its_metrics_text() {
+        let text = "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+                    # TYPE process_cpu_seconds_total counter\n\
+                    process_cpu_seconds_total 12.34\n\
+                    process_resident_memory_bytes_max 1\n\
+                    process_resident_memory_bytes 20971520\n";
+        let p = from_prometheus(text).expect("both figures");
+        assert_eq!(p.rss_kib, 20_480);
+        assert!((p.cpu_s - 12.34).abs() < 1e-9);
+        assert!(from_prometheus("process_cpu_seconds_total 1\n").is_none(), "no memory figure");
     }
 
     #[test]

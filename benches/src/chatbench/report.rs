@@ -53,7 +53,7 @@ pub struct Row {
 pub struct ServerReadings {
     /// Client address.
     pub addr: String,
-    /// PID measured.
+    /// PID measured; 0 when read from its /metrics instead.
     pub pid: u32,
     /// Phase name → reading.
     pub at: BTreeMap<String, Proc>,

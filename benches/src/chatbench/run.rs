@@ -188,12 +188,15 @@ impl Collector {
         }
     }
 
-    fn sample(&mut self, gws: &mut [Gateway]) -> Result<()> {
+    async fn sample(&mut self, gws: &mut [Gateway]) -> Result<()> {
         for g in gws.iter_mut() {
             g.check_alive()?;
         }
         let k = self.k_now();
-        let procs: Vec<Proc> = gws.iter().filter_map(|g| g.pid.and_then(measure::proc)).collect();
+        let mut procs: Vec<Proc> = Vec::with_capacity(gws.len());
+        for g in gws.iter() {
+            procs.extend(g.reading().await);
+        }
         if procs.is_empty() {
             return Ok(());
         }
@@ -233,7 +236,7 @@ impl Collector {
                         }
                     }
                 },
-                _ = self.sampler.tick() => self.sample(gws)?,
+                _ = self.sampler.tick() => self.sample(gws).await?,
                 _ = tokio::time::sleep_until(deadline) => {
                     if n == 0 {
                         return Ok(got);
@@ -270,10 +273,14 @@ struct Marks {
 }
 
 impl Marks {
-    fn take(&mut self, name: &'static str, gws: &[Gateway], workers: &Workers) {
+    async fn take(&mut self, name: &'static str, gws: &[Gateway], workers: &Workers) {
         self.names.push(name);
         self.at.push(Instant::now());
-        self.procs.push(gws.iter().map(|g| g.pid.and_then(measure::proc)).collect());
+        let mut procs = Vec::with_capacity(gws.len());
+        for g in gws {
+            procs.push(g.reading().await);
+        }
+        self.procs.push(procs);
         self.threads.push(gws.iter().map(|g| g.pid.map(measure::threads).unwrap_or_default()).collect());
         self.kernel.push(measure::kernel());
         self.client_cpu.push(workers.cpu_s());
@@ -392,7 +399,7 @@ async fn run_once(a: &RunArgs) -> Result<RunResult> {
         eprintln!("gatewayd {} started on {} (pid {})", i, gws[i].addr, gws[i].pid.unwrap_or(0));
     }
     for (i, t) in a.target.iter().enumerate() {
-        gws.push(Gateway::external(*t, a.pid.get(i).copied()));
+        gws.push(Gateway::external(*t, a.pid.get(i).copied(), a.metrics.get(i).copied()));
     }
     // Ctrl-C or SIGTERM drops the run (and with it the workers), then the gateways are stopped.
     let r = tokio::select! {
@@ -459,8 +466,10 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     } else if !sc.gateway_set.is_empty() {
         res.notes.push(format!("gateway_set {:?} applies only to --spawn; the external gateways run with their own settings", sc.gateway_set));
     }
-    if gws.iter().all(|g| g.pid.is_none()) {
-        res.notes.push("no gateway PID: server RSS and CPU not measured".into());
+    if !gws.iter().any(Gateway::measured) {
+        res.notes.push("no gateway PID or --metrics address: server RSS and CPU not measured".into());
+    } else if gws.iter().any(|g| g.pid.is_none() && g.metrics.is_some()) {
+        res.notes.push("server RSS and CPU of gateways without a PID read from their /metrics (process_resident_memory_bytes, process_cpu_seconds_total)".into());
     }
 
     // Users, groups, tokens.
@@ -507,7 +516,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
         workers.send(w, &Cmd::Setup { worker: w as u32, t0_ns, traffic: traffic.clone(), sessions })?;
     }
     let mut m = Marks::default();
-    m.take("start", gws, &workers);
+    m.take("start", gws, &workers).await;
 
     // Connect.
     c.set_bar(total as u64, "connect", Mode::Open);
@@ -516,7 +525,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     let o = merge_opened(&opened);
     c.bar.finish_and_clear();
     eprintln!("connect: {} established, {} failed", o.ok, o.failed);
-    m.take("connected", gws, &workers);
+    m.take("connected", gws, &workers).await;
     res.open_errors = o.errors.clone();
     let connect_s = o.last_ns.saturating_sub(o.first_ns) as f64 / 1e9;
     res.fig("sessions", "sessions established", o.ok as f64, "");
@@ -532,7 +541,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     }
     c.set_bar(0, "settle", Mode::Hold);
     c.pump(gws, sc.settle_secs).await?;
-    m.take("settled", gws, &workers);
+    m.take("settled", gws, &workers).await;
     if let Some((rss, _)) = m.delta("start", "settled") {
         res.fig("server_rss_before_mib", "server RSS before connecting", m.rss_mib("start").unwrap_or(0.0), "MiB");
         res.fig("server_rss_connected_mib", "server RSS with the sessions open", m.rss_mib("settled").unwrap_or(0.0), "MiB");
@@ -565,7 +574,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
         Kind::Idle => {
             c.set_bar(0, "hold", Mode::Hold);
             c.pump(gws, sc.hold_secs).await?;
-            m.take("held", gws, &workers);
+            m.take("held", gws, &workers).await;
             if let Some((rss, cpu)) = m.delta("settled", "held") {
                 res.fig("server_rss_held_mib", "server RSS after the hold", m.rss_mib("held").unwrap_or(0.0), "MiB");
                 res.fig("server_rss_hold_growth_kib", "server RSS change during the hold", rss, "KiB");
@@ -578,14 +587,14 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
             let duration_ms = (sc.duration_secs * 1000.0) as u64;
             let start_k = ((start_ns - t0_ns) / 1_000_000_000) as i64;
             c.set_bar(sc.duration_secs.ceil() as u64, "traffic", Mode::Run { start_k });
-            m.take("run_start", gws, &workers);
+            m.take("run_start", gws, &workers).await;
             workers.send_all(&Cmd::Run { start_ns, duration_ms })?;
             c.wait(gws, sc.workers, None, |ev| matches!(ev, Ev::RunDone { .. }).then_some(())).await?;
             eprintln!("traffic: done, waiting {} s for late deliveries", sc.grace_secs);
-            m.take("run_end", gws, &workers);
+            m.take("run_end", gws, &workers).await;
             c.set_bar(0, "grace", Mode::Hold);
             c.pump(gws, sc.grace_secs).await?;
-            m.take("grace_end", gws, &workers);
+            m.take("grace_end", gws, &workers).await;
         }
         Kind::ReconnectStorm => {
             c.set_bar(0, "hold", Mode::Hold);
@@ -593,12 +602,12 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
             let at_ns = unix_ns() + 500_000_000;
             let window_ms = (sc.reconnect_window_secs * 1000.0) as u64;
             let deadline_ns = at_ns + window_ms * 1_000_000 + 60_000_000_000;
-            m.take("storm_start", gws, &workers);
+            m.take("storm_start", gws, &workers).await;
             c.set_bar(o.ok, "reconnect", Mode::Open);
             workers.send_all(&Cmd::Reconnect { at_ns, window_ms, close_frame: sc.close_frame, deadline_ns })?;
             let re = c.wait(gws, sc.workers, None, |ev| if let Ev::Opened(o) = ev { Some(o) } else { None }).await?;
             c.bar.finish_and_clear();
-            m.take("reconnected", gws, &workers);
+            m.take("reconnected", gws, &workers).await;
             let r = merge_opened(&re);
             eprintln!("reconnect: {} back, {} failed", r.ok, r.failed);
             let recovery = r.last_ns.saturating_sub(at_ns) as f64 / 1e9;
@@ -628,7 +637,7 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     })
     .await?;
     c.bar.finish_and_clear();
-    m.take("end", gws, &workers);
+    m.take("end", gws, &workers).await;
     res.loadavg_after = measure::loadavg();
     let last_k = c.rows.keys().next_back().copied().unwrap_or(0);
     for k in c.rows.keys().copied().collect::<Vec<_>>() {
@@ -638,8 +647,10 @@ async fn drive(sc: &Scenario, a: &RunArgs, gws: &mut [Gateway], secret: Option<&
     summarize(sc, &finals, &m, &mut res)?;
     server_threads(&m, &mut res);
     for (i, g) in gws.iter().enumerate() {
-        let Some(pid) = g.pid else { continue };
-        let mut s = ServerReadings { addr: g.addr.to_string(), pid, ..ServerReadings::default() };
+        if !g.measured() {
+            continue;
+        }
+        let mut s = ServerReadings { addr: g.addr.to_string(), pid: g.pid.unwrap_or(0), ..ServerReadings::default() };
         for (j, name) in m.names.iter().enumerate() {
             if let Some(p) = m.procs[j][i] {
                 s.at.insert((*name).to_owned(), p);

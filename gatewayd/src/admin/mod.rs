@@ -73,7 +73,9 @@ pub fn install_metrics() {
 
 /// The Prometheus text of this process's metrics.
 pub(crate) fn render_metrics() -> String {
-    PROMETHEUS.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default()
+    let mut text = PROMETHEUS.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default();
+    text.push_str(&switchboard_core::metrics::process_text());
+    text
 }
 
 /// Admin routes: the open probes and the token-protected `/admin/v1` API.

@@ -8,16 +8,17 @@
 //!   body length; `body` only with `bodies=true`, which standalone mode alone allows).
 //! - `refused`: a send the store refused, with the error code its sender got.
 //! - `receipt`, `typing`: receipts applied and typing indicators relayed.
+//! - `lagged`: the tail fell behind and `skipped` events were dropped for it (routing never
+//!   waits for a tail).
+//! - `heartbeat` after 15 s without a line, so clients and proxies notice a dead stream.
+//! - `end` with a `reason` when the server ends the stream (shutdown).
+//!
 //! In cluster mode sends are routed by the router process and each node routes its own
 //! receipts and typing, so a tail reads them all from the tap topic instead (`<prefix>tap`,
 //! see [`router::cluster::spawn_tap_publisher`]): while any node serves a tail it sets a flag
 //! in Redis (renewed every 10 s, gone 30 s after the last tail), and then the router and every
 //! gateway publish their events there, never with a body. The tail reads the topic from its
 //! end with a consumer group of its own that commits nothing.
-//! - `lagged`: the tail fell behind and `skipped` events were dropped for it (routing never
-//!   waits for a tail).
-//! - `heartbeat` after 15 s without a line, so clients and proxies notice a dead stream.
-//! - `end` with a `reason` when the server ends the stream (shutdown).
 //!
 //! Filters apply here: `user` keeps what that user sent, received (group messages of their
 //! groups included), read or typed; `group` keeps that group's messages, refusals and typing
