@@ -30,7 +30,7 @@ pub enum OutFrame {
 
 impl OutFrame {
     /// Bytes on the wire at most: the payload and the longest server frame header.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         match self {
             Self::Text(b, _) | Self::Pong(b) => b.len() + 10,
             Self::Ping => 2,
@@ -109,7 +109,7 @@ impl ConnShared {
         if st.close.is_some() {
             return false;
         }
-        let len = frame.len();
+        let len = frame.wire_len();
         if st.bytes + len > self.limit {
             st.queue.clear();
             st.bytes = 0;
@@ -154,7 +154,7 @@ impl ConnShared {
     pub fn finish_sync(&self, synced: Bytes, sent: &HashSet<MessageId>) {
         let mut st = self.state.lock();
         st.queue.retain(|f| !matches!(f, OutFrame::Text(_, Some(id)) if sent.contains(id)));
-        st.bytes = st.queue.iter().map(OutFrame::len).sum::<usize>() + synced.len();
+        st.bytes = st.queue.iter().map(OutFrame::wire_len).sum::<usize>() + synced.len();
         st.queue.push_front(OutFrame::Text(synced, None));
         let parked = std::mem::take(&mut st.parked);
         drop(st);
