@@ -62,7 +62,7 @@ pub struct ServerReadings {
 /// Server CPU of one kind of thread (summed over gateways) over the scenario's main phase.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ThreadCpu {
-    /// Thread name without its instance number (`sqlite-reader`, `tokio-runtime-w`).
+    /// Thread name without its instance number (`sqlite-reader`, `tokio-rt-worker`).
     pub name: String,
     /// utime + stime over the phase, seconds.
     pub cpu_s: f64,

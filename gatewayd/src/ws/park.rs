@@ -190,12 +190,17 @@ fn find_home(homes: &[Home], state: &Arc<AppState>) -> Option<u32> {
 pub fn park(stream: std::net::TcpStream, shared: Arc<ConnShared>, state: Arc<AppState>) -> Result<(), std::net::TcpStream> {
     let Some(lot) = lot() else { return Err(stream) };
     let token = token_of(&shared);
+    let home = lot.home_of(&state);
+    // Registered and listed under one lock: the socket may turn readable at once, and the
+    // parking thread must then find it (its `resume` takes this lock), or that edge is lost
+    // and the frame waits for the next one.
+    let mut parked = lot.parked.lock();
     if let Err(error) = lot.registry.register(&mut SourceFd(&stream.as_raw_fd()), Token(token), Interest::READABLE) {
         tracing::warn!(%error, "cannot park a session");
         return Err(stream);
     }
-    let home = lot.home_of(&state);
-    lot.parked.lock().insert(token, Parked { stream, shared, home });
+    parked.insert(token, Parked { stream, shared, home });
+    drop(parked);
     metrics::gauge!(names::GATEWAY_CONNECTIONS_PARKED).increment(1.0);
     Ok(())
 }
