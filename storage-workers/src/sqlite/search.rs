@@ -169,46 +169,43 @@ fn indexer_loop(conn: &Connection, rx: &mpsc::Receiver<CatchUp>) {
     tracing::info!("search indexer stopped");
 }
 
-/// Indexes, chunk by chunk, every message committed before the call. Returns how many.
-fn catch_up(conn: &Connection) -> Result<i64, StoreError> {
-    let mut total = 0;
-    loop {
-        let n = index_chunk(conn)?;
-        total += n;
-        if n < CHUNK {
-            return Ok(total);
-        }
-    }
+/// Indexes, chunk by chunk, every message committed before the call.
+fn catch_up(conn: &Connection) -> Result<(), StoreError> {
+    while index_chunk(conn)? {}
+    Ok(())
 }
 
-/// Adds up to [`CHUNK`] messages not yet indexed, oldest first, in one transaction with the
-/// progress mark. A deferred transaction: it writes `search.db` only, and reads the store
-/// from a snapshot without holding up its writer.
-fn index_chunk(conn: &Connection) -> Result<i64, StoreError> {
+/// Adds the messages of the next [`CHUNK`] ids not yet indexed, oldest first, in one
+/// transaction with the progress mark; true if the store has newer ones still. A deferred
+/// transaction: it writes `search.db` only, and reads the store from a snapshot without
+/// holding up its writer.
+fn index_chunk(conn: &Connection) -> Result<bool, StoreError> {
     let started = Instant::now();
     conn.execute_batch("BEGIN").map_err(backend)?;
     let out = index_chunk_in_transaction(conn);
     let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
     conn.execute_batch(end).map_err(backend)?;
-    let n = out?;
-    if n > 0 {
+    let (added, more) = out?;
+    if added > 0 {
         metrics::histogram!(names::SEARCH_INDEX_DURATION).record(started.elapsed().as_secs_f64());
-        metrics::counter!(names::SEARCH_INDEXED).increment(n as u64);
+        metrics::counter!(names::SEARCH_INDEXED).increment(added as u64);
     }
-    Ok(n)
+    Ok(more)
 }
 
-fn index_chunk_in_transaction(conn: &Connection) -> Result<i64, StoreError> {
+/// (messages added, as the insert counts them; whether the store has newer ones still).
+fn index_chunk_in_transaction(conn: &Connection) -> Result<(usize, bool), StoreError> {
     let (done, newest) = progress(conn).map_err(backend)?;
     if newest <= done {
-        return Ok(0);
+        return Ok((0, false));
     }
     let upto = newest.min(done + CHUNK);
-    conn.prepare_cached("INSERT INTO messages_fts(rowid, body) SELECT id, body FROM store.messages WHERE id > ?1 AND id <= ?2")
+    let added = conn
+        .prepare_cached("INSERT INTO messages_fts(rowid, body) SELECT id, body FROM store.messages WHERE id > ?1 AND id <= ?2")
         .and_then(|mut st| st.execute(params![done, upto]))
         .map_err(backend)?;
     conn.prepare_cached("UPDATE search_state SET last_indexed = ?1 WHERE id = 0")
         .and_then(|mut st| st.execute([upto]))
         .map_err(backend)?;
-    Ok(upto - done)
+    Ok((added, upto < newest))
 }
