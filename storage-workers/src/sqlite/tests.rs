@@ -99,6 +99,18 @@ async fn migration_4_keeps_messages_ids_and_search() {
     assert_eq!(automerge, 16);
 }
 
+/// A text message from `from` to `to`, its `clientMsgId` made from the text.
+fn text_to(from: UserId, to: UserId, text: &str) -> NewMessage {
+    NewMessage {
+        sender: from,
+        sender_device: DeviceId("phone".into()),
+        client_msg_id: Some(format!("c-{text}")),
+        target: Target::User(to),
+        text: text.into(),
+        media_id: None,
+    }
+}
+
 /// A write that fails inside an append batch fails only its own messages: the batch is rolled
 /// back and retried one message at a time, the others are stored, and nothing of the failed
 /// ones remains.
@@ -107,14 +119,7 @@ async fn a_failed_write_fails_only_its_own_messages() {
     let (dir, store) = open().await;
     let ids = users(&store, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (ids[0], ids[1], ids[2]);
-    let dm = |to: UserId, text: &str| NewMessage {
-        sender: alice,
-        sender_device: DeviceId("phone".into()),
-        client_msg_id: Some(format!("c-{text}")),
-        target: Target::User(to),
-        text: text.into(),
-        media_id: None,
-    };
+    let dm = |to: UserId, text: &str| text_to(alice, to, text);
     let one = store.append(vec![dm(bob, "one"), dm(carol, "x")]).await.remove(0).expect("send");
     // A stale sequence makes the next message to bob collide with `one` on (conv_id, seq).
     let conn = rusqlite::Connection::open(dir.path().join("switchboard.db")).expect("open");
@@ -139,14 +144,7 @@ async fn a_failed_write_fails_only_its_own_messages() {
 async fn the_indexer_thread_indexes_new_messages_after_their_commit() {
     let (dir, store) = open().await;
     let ids = users(&store, &["alice", "bob"]).await;
-    let dm = |text: String| NewMessage {
-        sender: ids[0],
-        sender_device: DeviceId("phone".into()),
-        client_msg_id: Some(format!("c-{text}")),
-        target: Target::User(ids[1]),
-        text,
-        media_id: None,
-    };
+    let dm = |text: String| text_to(ids[0], ids[1], &text);
     let first = store.append(vec![dm("findable zebra".into())]).await.remove(0).expect("send").view.message_id;
     let conn = rusqlite::Connection::open(dir.path().join(search::FILE)).expect("open");
     let indexed = || conn.query_row("SELECT last_indexed FROM search_state WHERE id = 0", [], |r| r.get::<_, i64>(0)).expect("state");
@@ -163,18 +161,6 @@ async fn the_indexer_thread_indexes_new_messages_after_their_commit() {
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .expect("match");
     assert_eq!(hits, [first.0]);
-}
-
-/// A text message from `from` to `to`, its `clientMsgId` made from the text.
-fn text_to(from: UserId, to: UserId, text: &str) -> NewMessage {
-    NewMessage {
-        sender: from,
-        sender_device: DeviceId("phone".into()),
-        client_msg_id: Some(format!("c-{text}")),
-        target: Target::User(to),
-        text: text.into(),
-        media_id: None,
-    }
 }
 
 /// An index ahead of the store (the store restored from an older copy, the index kept) is
