@@ -121,14 +121,15 @@ fn watch(mut poll: Poll) {
 
 impl Lot {
     /// The index of `state`'s [`Home`], added on its first park (with the current runtime).
-    /// Also lets go of the runtime handles of gateways that are gone.
+    /// A new gateway also lets go of the runtime handles of those that are gone (only tests
+    /// start more than one, one after another).
     fn home_of(&self, state: &Arc<AppState>) -> u32 {
         let mut homes = self.homes.lock();
-        for h in homes.iter_mut().filter(|h| h.rt.is_some() && h.state.strong_count() == 0) {
-            h.rt = None;
-        }
         if let Some(i) = find_home(&homes, state) {
             return i;
+        }
+        for h in homes.iter_mut().filter(|h| h.state.strong_count() == 0) {
+            h.rt = None;
         }
         homes.push(Home { state: Arc::downgrade(state), rt: Some(tokio::runtime::Handle::current()) });
         (homes.len() - 1) as u32
